@@ -1,0 +1,96 @@
+//! Tunables of the core. Defaults are chosen for a LAN of up to a few hundred nodes.
+
+use std::time::Duration;
+
+/// Configuration of a [`crate::Core`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Largest datagram payload (before sealing) the core emits. Larger messages go by stream.
+    pub max_packet: usize,
+    /// Largest stream message accepted or sent.
+    pub max_stream: usize,
+    /// Members each own write is pushed to at once, and each gossip round sends to.
+    pub fanout: usize,
+    /// Interval of gossip rounds while anything is queued. No rounds run while idle.
+    pub gossip_interval: Duration,
+    /// A queued entry is sent in `retransmit_mult * ceil(log10(n + 1))` rounds (n = members
+    /// of its network), at least once.
+    pub retransmit_mult: u32,
+    /// Period of anti-entropy with one random peer per network (jittered +-25%).
+    pub sync_interval: Duration,
+    /// How long tombstones are kept.
+    pub tombstone_ttl: Duration,
+    /// How long entries of a node that is down are kept (suspended) before they are dropped.
+    pub node_reap: Duration,
+    /// Period of the reaper that expires tombstones and reaps down nodes.
+    pub reap_interval: Duration,
+    /// foca's probe period (failure detection).
+    pub probe_period: Duration,
+    /// foca's direct probe timeout.
+    pub probe_rtt: Duration,
+    /// Time a suspect member has to refute before it is declared down.
+    pub suspect_to_down: Duration,
+    /// Interval at which seeds are re-announced to while none of them is a live member.
+    pub rejoin_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_packet: 1400,
+            max_stream: 64 << 20,
+            fanout: 3,
+            gossip_interval: Duration::from_millis(50),
+            retransmit_mult: 3,
+            sync_interval: Duration::from_secs(5),
+            tombstone_ttl: Duration::from_secs(30 * 60),
+            node_reap: Duration::from_secs(30 * 60),
+            reap_interval: Duration::from_secs(1),
+            probe_period: Duration::from_millis(500),
+            probe_rtt: Duration::from_millis(200),
+            suspect_to_down: Duration::from_millis(1500),
+            rejoin_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn foca(&self) -> foca::Config {
+        let mut c = foca::Config::new_lan(std::num::NonZeroU32::new(32).expect("non-zero"));
+        c.probe_period = self.probe_period;
+        c.probe_rtt = self.probe_rtt;
+        c.suspect_to_down_after = self.suspect_to_down;
+        // One byte of every datagram is the frame tag.
+        c.max_packet_size = std::num::NonZeroUsize::new(self.max_packet.saturating_sub(1).max(64))
+            .expect("non-zero");
+        c.remove_down_after = Some(Duration::from_secs(24 * 3600));
+        c.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+            frequency: Duration::from_secs(5),
+            num_members: std::num::NonZeroUsize::new(2).expect("non-zero"),
+        });
+        c
+    }
+
+    /// Check the invariants the core relies on; the error names the field.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let bad = |field, reason: &str| {
+            Err(crate::Error::Invalid {
+                field,
+                reason: reason.into(),
+            })
+        };
+        if self.max_packet < 512 {
+            return bad("max_packet", "must be at least 512 bytes");
+        }
+        if self.fanout == 0 {
+            return bad("fanout", "must be at least 1");
+        }
+        if self.probe_rtt >= self.probe_period {
+            return bad("probe_rtt", "must be shorter than probe_period");
+        }
+        if self.gossip_interval.is_zero() || self.sync_interval.is_zero() {
+            return bad("gossip_interval", "intervals must be non-zero");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! tokio runtime (being written).
