@@ -263,10 +263,10 @@ impl Core {
     }
 
     fn check_write(&self, network: &str, table: &str, key: &str) -> Result<(), Error> {
-        if !self
+        if self
             .nets
             .get(network)
-            .is_some_and(|n| n.leaving_until.is_none())
+            .is_none_or(|n| n.leaving_until.is_some())
         {
             return Err(Error::NotMember(network.to_owned()));
         }
@@ -578,19 +578,14 @@ impl Core {
             self.stats.dropped_reaped += 1;
             return;
         }
-        if !self.nodes.contains_key(&rec.owner) {
-            // Unknown to membership so far: stored suspended until foca reports it up, and
-            // reaped like a down node if it never does.
-            self.nodes.insert(
-                rec.owner,
-                NodeState {
-                    peer: None,
-                    up: false,
-                    down_since: now,
-                    reaped: false,
-                },
-            );
-        }
+        // Unknown to membership so far: stored suspended until foca reports it up, and
+        // reaped like a down node if it never does.
+        self.nodes.entry(rec.owner).or_insert(NodeState {
+            peer: None,
+            up: false,
+            down_since: now,
+            reaped: false,
+        });
         let (network, table, key) = (rec.network.clone(), rec.table.clone(), rec.key.clone());
         self.store(now, rec, rt);
         if relay {

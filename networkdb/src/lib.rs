@@ -18,6 +18,7 @@ pub mod error;
 pub mod keyring;
 mod queue;
 pub mod runtime;
+pub mod sim;
 pub mod stats;
 mod store;
 pub mod types;
@@ -29,4 +30,4 @@ pub use crate::effects::{Event, EventKind, MemberEvent, Notification, Runtime, T
 pub use crate::error::{Error, WireError};
 pub use crate::keyring::Keyring;
 pub use crate::stats::Stats;
-pub use crate::types::{Attachment, CLUSTER, EntryRecord, NetworkId, NodeId, Peer};
+pub use crate::types::{CLUSTER, EntryRecord, NetworkId, NodeId, Peer};

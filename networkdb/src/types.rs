@@ -95,13 +95,3 @@ impl EntryRecord {
         (self.version, self.owner)
     }
 }
-
-/// A node's attachment to a network: versioned (the node's own Lamport time), last writer
-/// wins, written only by that node. Carried in gossip and in every anti-entropy exchange.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
-pub struct Attachment {
-    pub network: NetworkId,
-    pub node: NodeId,
-    pub version: u64,
-    pub joined: bool,
-}
