@@ -4,4 +4,5 @@
 //! swarmnet's gossip store against a well-known SWIM/gossip implementation in
 //! the same run.
 
+pub mod ndb;
 pub mod serf;

@@ -13,7 +13,9 @@
 //! log line reaches us over an already-open RPC stream and a pipe (well under a
 //! millisecond on loopback). An event handler costs a fork+exec of a shell per
 //! event (several milliseconds, more under load on 2 cores) before it can take a
-//! timestamp, and that cost lands on every receiver. Failure detection uses the
+//! timestamp, and that cost lands on every receiver (measured on a 5-node
+//! loopback cluster: a `date +%s%N` handler stamped deliveries a median 4 ms and
+//! up to 13 ms later than the monitor line). Failure detection uses the
 //! `serf: EventMemberFailed: <name>` line that serf logs when it marks a member
 //! failed, i.e. exactly when `serf members` would start reporting `failed`
 //! (polling `serf members` on every node every 50 ms would need 20 process
@@ -42,7 +44,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -492,6 +494,23 @@ impl SerfCluster {
 
     fn spawn_agent(&mut self, i: usize) -> Result<()> {
         let node = &self.nodes[i];
+        // Catch a stale agent (or another cluster on the same subnet) before
+        // our RPC polls could be answered by it.
+        for (addr, what) in [(node.bind, "gossip"), (node.rpc, "RPC")] {
+            TcpListener::bind(addr).map(drop).with_context(|| {
+                format!(
+                    "{what} address {addr} for {} is not free (stale serf agent, or another \
+                     cluster on subnet 127.0.{}.x?)",
+                    node.name, self.opts.subnet
+                )
+            })?;
+        }
+        UdpSocket::bind(node.bind).map(drop).with_context(|| {
+            format!(
+                "UDP gossip address {} for {} is not free",
+                node.bind, node.name
+            )
+        })?;
         let log =
             File::create(&node.log).with_context(|| format!("creating {}", node.log.display()))?;
         let mut args = vec![

@@ -2,7 +2,9 @@
 //!
 //! Only correctness is asserted; the timings are printed for comparison.
 //! The 20-node measurement is `#[ignore]`d:
-//! `cargo test -p cluster-tests --test serf_reference -- --ignored --nocapture`.
+//! `cargo test -p cluster-tests --test serf_reference -- --ignored --nocapture`
+//! (knobs: `SERF_REF_NODES`, `SERF_REF_EVENTS`, `SERF_REF_SPACING_MS`,
+//! `SERF_REF_PROFILE`).
 
 use std::time::Duration;
 
@@ -70,10 +72,22 @@ fn serf_reference_20_nodes() -> anyhow::Result<()> {
         println!("skipped: serf not installed");
         return Ok(());
     }
+    // Knobs for manual exploration; defaults are the documented measurement.
+    let nodes = env_or("SERF_REF_NODES", 20);
+    let events = env_or("SERF_REF_EVENTS", 30);
+    let mut opts = SerfOptions::new(nodes);
     // Distinct subnet so it can run alongside the 5-node test.
-    let opts = SerfOptions {
-        subnet: 2,
-        ..SerfOptions::new(20)
-    };
-    run(opts, 30, 19)
+    opts.subnet = 2;
+    opts.event_spacing = Duration::from_millis(env_or("SERF_REF_SPACING_MS", 75) as u64);
+    if let Ok(profile) = std::env::var("SERF_REF_PROFILE") {
+        opts.profile = profile;
+    }
+    run(opts, events, nodes - 1)
+}
+
+fn env_or(key: &str, default: usize) -> usize {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

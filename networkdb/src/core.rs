@@ -23,6 +23,20 @@ use crate::store::{Store, Stored, record_order, to_record};
 use crate::types::{CLUSTER, EntryRecord, NetworkId, NodeId, Peer};
 use crate::wire::{self, BucketRef, Frame, Gossip, Message, NetworkDigest, OwnerBuckets, OwnerRef};
 
+/// Most entries of one anti-entropy message that are relayed by gossip (see
+/// `Core::handle_sync`).
+const SYNC_RELAY_MAX: usize = 256;
+
+/// How an entry learnt from a peer is passed on, if it was new here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Relay {
+    /// Gossip: retransmitted for the network's full budget.
+    Full,
+    /// Anti-entropy: sent in one gossip round.
+    Once,
+    No,
+}
+
 /// The cluster-scope table holding network attachments, keyed `"<network>/<node id>"`.
 pub const ATTACH_TABLE: &str = "_attach";
 
@@ -70,6 +84,17 @@ pub struct Core {
     gossip_scheduled: bool,
     flush_scheduled: bool,
     started: bool,
+    /// When this node last synced with a member it saw come up (rate limit, see
+    /// [`Core::sync_with_returning`]).
+    last_up_sync: Option<Duration>,
+    /// foca's connection state as its notifications tell it: true from `Active` until
+    /// `Idle`, `Rejoin` or `Defunct`. While false foca neither probes nor gossips, so only an
+    /// announce (see `Timer::Rejoin`) brings it back.
+    foca_active: bool,
+    /// Since when foca is not active (after it was once).
+    inactive_since: Option<Duration>,
+    /// `join` was called and `leave` was not called since.
+    joined: bool,
     stats: Stats,
 }
 
@@ -112,6 +137,10 @@ impl Core {
             gossip_scheduled: false,
             flush_scheduled: false,
             started: false,
+            last_up_sync: None,
+            foca_active: false,
+            inactive_since: None,
+            joined: false,
             stats: Stats::default(),
         })
     }
@@ -150,6 +179,7 @@ impl Core {
             .copied()
             .filter(|s| *s != self.me.addr)
             .collect();
+        self.joined = true;
         self.announce_seeds(now, rt);
     }
 
@@ -161,6 +191,7 @@ impl Core {
             tracing::debug!(error = %e, "foca leave");
         }
         self.seeds.clear();
+        self.joined = false;
         self.drain_foca(now, acc, rt);
     }
 
@@ -310,6 +341,20 @@ impl Core {
         out
     }
 
+    /// The stored record of one entry (tombstones and suspended entries included), with the
+    /// residual ttl as of `now`. For simulators, invariant checks and debugging.
+    pub fn record(
+        &self,
+        now: Duration,
+        network: &str,
+        table: &str,
+        key: &str,
+    ) -> Option<EntryRecord> {
+        let net = self.nets.get(network)?;
+        let s = net.store.get(table, key)?;
+        Some(to_record(&network.to_owned(), table, key, s, now))
+    }
+
     /// Every stored record of a network, tombstones and suspended entries included: what
     /// anti-entropy converges. For invariant checks and debugging.
     pub fn records(&self, now: Duration, network: &str) -> Vec<EntryRecord> {
@@ -375,7 +420,7 @@ impl Core {
                 self.stats.gossip_in += 1;
                 self.witness(g.clock);
                 for rec in g.entries {
-                    self.apply_remote(now, rec, true, rt);
+                    self.apply_remote(now, rec, Relay::Full, rt);
                 }
             }
             Ok(Frame::Table(Message::Sync(s))) => {
@@ -419,9 +464,15 @@ impl Core {
                         .as_ref()
                         .is_some_and(|p| self.seeds.contains(&p.addr))
                 });
-                if !self.seeds.is_empty() && !seed_alive {
+                // Our view of who is up goes stale while foca is disconnected (after it renewed
+                // our identity, or went idle), so that alone also calls for an announce: when
+                // every node of a small cluster renewed at once after a partition, each one's
+                // gossip goes to identities that no longer exist and nobody would ever talk
+                // again.
+                if self.joined && (!self.foca_active || (!self.seeds.is_empty() && !seed_alive)) {
                     self.announce_seeds(now, rt);
                 }
+                self.cut_off(now, rt);
                 rt.schedule(self.config.rejoin_interval, Timer::Rejoin);
             }
         }
@@ -430,7 +481,8 @@ impl Core {
     // ---------------------------------------------------------------- writes
 
     fn tick(&mut self) -> u64 {
-        self.clock += 1;
+        // Saturating: the clock witnesses peers' clocks, and peer input must never panic.
+        self.clock = self.clock.saturating_add(1);
         self.clock
     }
 
@@ -476,7 +528,8 @@ impl Core {
         let stored = Stored {
             owner: rec.owner,
             version: rec.version,
-            reap_at: now + Duration::from_millis(rec.ttl_ms),
+            // A peer's residual never extends a tombstone beyond our own tombstone_ttl.
+            reap_at: now + Duration::from_millis(rec.ttl_ms).min(self.config.tombstone_ttl),
             value: rec.value,
             fp,
         };
@@ -509,6 +562,13 @@ impl Core {
         };
         if rec.network == CLUSTER && rec.table == ATTACH_TABLE {
             self.index_attachment(&rec.key, stored.value.is_some());
+            if stored.value.is_none()
+                && let Some((network, node)) = parse_attach_key(&rec.key)
+            {
+                self.drop_detached(network, node, stored.version, rt);
+            }
+            // A new member of a network may be what queued entries were waiting for.
+            self.schedule_gossip(rt);
         }
         if let Some(ev) = ev {
             rt.notify(Notification::Entry(ev));
@@ -538,7 +598,7 @@ impl Core {
         &mut self,
         now: Duration,
         rec: EntryRecord,
-        relay: bool,
+        relay: Relay,
         rt: &mut impl Runtime,
     ) {
         self.witness(rec.version);
@@ -547,6 +607,16 @@ impl Core {
             return;
         };
         if rec.value.is_none() && rec.ttl_ms == 0 {
+            self.stats.dropped_stale += 1;
+            return;
+        }
+        if rec.owner != self.me.id
+            && rec.value.is_some()
+            && self
+                .detached_at(&rec.network, rec.owner)
+                .is_some_and(|v| rec.version < v)
+        {
+            // Written before its owner left the network (see `drop_detached`).
             self.stats.dropped_stale += 1;
             return;
         }
@@ -588,12 +658,73 @@ impl Core {
         });
         let (network, table, key) = (rec.network.clone(), rec.table.clone(), rec.key.clone());
         self.store(now, rec, rt);
-        if relay {
-            let budget = self.budget(&network);
-            if let Some(net) = self.nets.get_mut(&network) {
-                net.queue.push(&table, &key, false, budget);
+        let budget = match relay {
+            Relay::Full => self.budget(&network),
+            Relay::Once => 1,
+            Relay::No => return,
+        };
+        if let Some(net) = self.nets.get_mut(&network) {
+            net.queue.push(&table, &key, false, budget);
+        }
+        self.schedule_flush(rt);
+    }
+
+    /// The version at which `owner` left `network`: Some while the current attachment
+    /// record of `owner` to `network` is a tombstone.
+    fn detached_at(&self, network: &str, owner: NodeId) -> Option<u64> {
+        if network == CLUSTER {
+            return None;
+        }
+        self.nets[CLUSTER]
+            .store
+            .get(ATTACH_TABLE, &attach_key(network, owner))
+            .filter(|s| s.value.is_none())
+            .map(|s| s.version)
+    }
+
+    /// `owner` left `network` at `version`: the live entries it wrote there before are
+    /// obsolete. Drop them (watchers see Delete for what was visible); `apply_remote` refuses
+    /// them from now on. Its tombstones stay, like any tombstone, so that the deletes it made
+    /// keep winning over older writes of others until they expire.
+    ///
+    /// This is what removes the entries of a node that left a network while no member could
+    /// hear its tombstones (it left during a partition), or that restarted without joining
+    /// the network again (its new life tombstones the attachment of its earlier life).
+    fn drop_detached(&mut self, network: &str, owner: NodeId, version: u64, rt: &mut impl Runtime) {
+        if owner == self.me.id {
+            return;
+        }
+        let Some(net) = self.nets.get(network) else {
+            return;
+        };
+        let keys: Vec<(String, String)> = net
+            .store
+            .entries
+            .iter()
+            .filter(|(_, s)| s.owner == owner && s.version < version && s.value.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (t, k) in keys {
+            let net = &self.nets[network];
+            let visible = net
+                .store
+                .get(&t, &k)
+                .filter(|s| self.is_visible(net, s))
+                .and_then(|s| s.value.clone());
+            if let Some(n) = self.nets.get_mut(network) {
+                n.store.remove(&t, &k);
             }
-            self.schedule_flush(rt);
+            if let Some(old) = visible {
+                rt.notify(Notification::Entry(Event {
+                    kind: EventKind::Delete,
+                    network: network.to_owned(),
+                    table: t,
+                    key: k,
+                    owner,
+                    old: Some(old),
+                    new: None,
+                }));
+            }
         }
     }
 
@@ -666,8 +797,15 @@ impl Core {
         }
     }
 
+    /// Schedule a gossip round if anything is queued for a network that has live members.
+    /// Called after writes, rounds, and whenever a member or an attachment shows up.
     fn schedule_gossip(&mut self, rt: &mut impl Runtime) {
-        if !self.gossip_scheduled && self.nets.values().any(|n| !n.queue.is_empty()) {
+        if !self.gossip_scheduled
+            && self
+                .nets
+                .iter()
+                .any(|(id, n)| !n.queue.is_empty() && self.has_candidates(id))
+        {
             self.gossip_scheduled = true;
             rt.schedule(self.config.gossip_interval, Timer::Gossip);
         }
@@ -675,10 +813,11 @@ impl Core {
 
     /// Eager push: what was queued since the last flush goes to `fanout` members at once.
     fn flush(&mut self, now: Duration, rt: &mut impl Runtime) {
+        // A network without live members keeps its queue (and its budget) until one shows up.
         let networks: Vec<NetworkId> = self
             .nets
             .iter()
-            .filter(|(_, n)| n.queue.has_eager())
+            .filter(|(id, n)| n.queue.has_eager() && self.has_candidates(id))
             .map(|(id, _)| id.clone())
             .collect();
         for nid in networks {
@@ -698,7 +837,7 @@ impl Core {
         let networks: Vec<NetworkId> = self
             .nets
             .iter()
-            .filter(|(_, n)| !n.queue.is_empty())
+            .filter(|(id, n)| !n.queue.is_empty() && self.has_candidates(id))
             .map(|(id, _)| id.clone())
             .collect();
         for nid in networks {
@@ -777,6 +916,15 @@ impl Core {
             out.push((Transport::Datagram, encode(batch)));
         }
         out
+    }
+
+    fn has_candidates(&self, network: &str) -> bool {
+        let up = |id: &NodeId| self.nodes.get(id).is_some_and(|n| n.up && n.peer.is_some());
+        if network == CLUSTER {
+            self.nodes.keys().any(up)
+        } else {
+            self.attached.get(network).is_some_and(|s| s.iter().any(up))
+        }
     }
 
     /// Live members of a network other than self (every live node for the cluster scope).
@@ -859,15 +1007,13 @@ impl Core {
         self.send_sync(peer, msg, rt);
     }
 
+    /// Anti-entropy always rides the reliable transport: it is what guarantees convergence
+    /// whatever gossip lost, and one lost step of an exchange would otherwise cost a whole
+    /// sync period (with 10% loss, about a quarter of all three-step exchanges).
     fn send_sync(&mut self, peer: SocketAddr, msg: wire::Sync, rt: &mut impl Runtime) {
         let frame = wire::encode(&Message::Sync(msg));
-        let transport = if frame.len() <= self.config.max_packet {
-            Transport::Datagram
-        } else {
-            Transport::Stream
-        };
         self.stats.sync_out += 1;
-        rt.send(peer, transport, frame);
+        rt.send(peer, Transport::Stream, frame);
     }
 
     fn handle_sync(
@@ -879,8 +1025,20 @@ impl Core {
     ) {
         self.witness(s.clock);
         let reply_to = self.addr_of(s.from).unwrap_or(from);
-        for rec in s.entries {
-            self.apply_remote(now, rec, false, rt);
+        // Entries anti-entropy brings are relayed once (one gossip round to `fanout`
+        // members, whose relays then spread them as usual), newest first and at most
+        // SYNC_RELAY_MAX per message: a repair of a few lost writes reaches the whole network
+        // within the sync period, while a bulk catch-up (a joining node learning everything,
+        // which the others already hold) does not turn into a broadcast of the whole table.
+        let mut entries = s.entries;
+        entries.sort_by_key(|r| std::cmp::Reverse((r.version, r.owner)));
+        for (n, rec) in entries.into_iter().enumerate() {
+            let relay = if n < SYNC_RELAY_MAX {
+                Relay::Once
+            } else {
+                Relay::No
+            };
+            self.apply_remote(now, rec, relay, rt);
         }
         let mut reply = wire::Sync {
             from: self.me.id,
@@ -1046,9 +1204,22 @@ impl Core {
 
     // ---------------------------------------------------------------- membership
 
+    /// Announce to the seeds; while foca is disconnected also to a few known members (the
+    /// seeds may be gone, or this node may be the only seed).
     fn announce_seeds(&mut self, now: Duration, rt: &mut impl Runtime) {
         let mut acc = foca::AccumulatingRuntime::new();
-        for seed in self.seeds.clone() {
+        let mut targets = self.seeds.clone();
+        if !self.foca_active {
+            let mut known: Vec<SocketAddr> = self
+                .nodes
+                .values()
+                .filter_map(|n| n.peer.as_ref().map(|p| p.addr))
+                .filter(|a| !targets.contains(a))
+                .collect();
+            known.shuffle(&mut self.rng);
+            targets.extend(known.into_iter().take(3));
+        }
+        for seed in targets {
             let dst = Peer {
                 id: NodeId::UNKNOWN,
                 addr: seed,
@@ -1091,6 +1262,9 @@ impl Core {
                 }
             }
             OwnedNotification::Active => {
+                self.foca_active = true;
+                self.inactive_since = None;
+                self.reconcile_members(now, rt);
                 tracing::info!(me = ?self.me, "joined the cluster");
                 self.sync_all(now, rt);
             }
@@ -1100,10 +1274,72 @@ impl Core {
                     "declared down by the cluster; rejoined with a new generation"
                 );
                 self.me = me;
+                self.became_inactive(now);
                 self.sync_all(now, rt);
             }
-            OwnedNotification::Idle => tracing::info!("no live members"),
-            OwnedNotification::Defunct => tracing::warn!("declared down and cannot rejoin"),
+            OwnedNotification::Idle => {
+                self.became_inactive(now);
+                tracing::info!("no live members");
+            }
+            OwnedNotification::Defunct => {
+                self.became_inactive(now);
+                tracing::warn!("declared down and cannot rejoin");
+            }
+        }
+    }
+
+    fn became_inactive(&mut self, now: Duration) {
+        if self.foca_active || self.inactive_since.is_none() {
+            self.inactive_since = Some(now);
+        }
+        self.foca_active = false;
+    }
+
+    /// While foca is disconnected (it renewed our identity and nobody answered yet) it
+    /// neither probes nor reports failures, so the members it last saw up would stay up here
+    /// forever, e.g. when the renewal coincided with a partition. Once it has been inactive
+    /// for longer than failure detection takes, consider every member down; `Active`
+    /// reconciles with foca's view again.
+    fn cut_off(&mut self, now: Duration, rt: &mut impl Runtime) {
+        let detection = self.config.suspect_to_down + self.config.probe_period * 2;
+        if self.foca_active || self.inactive_since.is_none_or(|t| now < t + detection) {
+            return;
+        }
+        let up: Vec<Peer> = self
+            .nodes
+            .values()
+            .filter(|n| n.up)
+            .filter_map(|n| n.peer.clone())
+            .collect();
+        for peer in up {
+            self.member_down(now, peer, rt);
+        }
+    }
+
+    /// Make our view of who is up match foca's active members (after foca reconnected).
+    fn reconcile_members(&mut self, now: Duration, rt: &mut impl Runtime) {
+        let active: BTreeMap<NodeId, Peer> = self
+            .foca
+            .iter_members()
+            .map(|m| (m.id().id, m.id().clone()))
+            .collect();
+        let stale: Vec<Peer> = self
+            .nodes
+            .iter()
+            .filter(|(id, n)| n.up && !active.contains_key(id))
+            .filter_map(|(_, n)| n.peer.clone())
+            .collect();
+        for peer in stale {
+            self.member_down(now, peer, rt);
+        }
+        for (id, peer) in active {
+            let current = self
+                .nodes
+                .get(&id)
+                .is_some_and(|n| n.up && n.peer.as_ref() == Some(&peer));
+            if !current {
+                self.member_up(now, peer, rt);
+            }
         }
     }
 
@@ -1125,7 +1361,36 @@ impl Core {
         if !was_up {
             self.owner_visibility_changed(id, true, rt);
             rt.notify(Notification::Member(MemberEvent { peer, up: true }));
+            self.sync_with_returning(now, id, rt);
+            self.schedule_gossip(rt);
         }
+    }
+
+    /// Anti-entropy with a member that just came up (joined, or returned after a partition
+    /// or a restart) over the networks we share, so that what either side wrote meanwhile is
+    /// exchanged at once instead of at the next periodic sync with a random peer. Rate
+    /// limited to one per quarter `sync_interval`: when half a cluster returns at once, one
+    /// exchange with any of them is enough (each side already converged internally).
+    fn sync_with_returning(&mut self, now: Duration, id: NodeId, rt: &mut impl Runtime) {
+        let limit = self.config.sync_interval / 4;
+        if self.last_up_sync.is_some_and(|t| now < t + limit) {
+            return;
+        }
+        let Some(addr) = self.addr_of(id) else {
+            return;
+        };
+        let nets: Vec<NetworkId> = self
+            .nets
+            .iter()
+            .filter(|(nid, n)| {
+                n.leaving_until.is_none()
+                    && (nid.as_str() == CLUSTER
+                        || self.attached.get(*nid).is_some_and(|s| s.contains(&id)))
+            })
+            .map(|(nid, _)| nid.clone())
+            .collect();
+        self.last_up_sync = Some(now);
+        self.send_digests(now, addr, &nets, rt);
     }
 
     fn member_down(&mut self, now: Duration, peer: Peer, rt: &mut impl Runtime) {

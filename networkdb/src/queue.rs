@@ -37,16 +37,19 @@ impl Queue {
         self.items.values().any(|i| i.eager)
     }
 
-    /// Queue (or re-queue) a key with a fresh budget.
+    /// Queue (or re-queue) a key with a fresh budget (never less than what a queued item of
+    /// the same key had left: a relay must not shorten the retransmissions of a write).
     pub fn push(&mut self, table: &str, key: &str, own: bool, budget: u32) {
         self.seq += 1;
+        let k = (table.to_owned(), key.to_owned());
+        let left = self.items.get(&k).map_or(0, |i| i.left);
         let item = Item {
             own,
-            left: budget.max(1),
+            left: budget.max(left).max(1),
             eager: true,
             seq: self.seq,
         };
-        self.items.insert((table.to_owned(), key.to_owned()), item);
+        self.items.insert(k, item);
     }
 
     /// Keys waiting for eager push, in send order; each is charged one transmission.

@@ -136,8 +136,10 @@ pub(crate) fn to_record(
         version: s.version,
         value: s.value.clone(),
         ttl_ms: if s.value.is_none() {
-            // At least 1 ms: a residual of 0 means "expired" to the receiver.
-            (s.reap_at.saturating_sub(now).as_millis() as u64).max(1)
+            // Rounded up, so that only a tombstone that has expired (but was not reaped yet)
+            // travels with 0, which receivers refuse instead of keeping it alive again.
+            let left = s.reap_at.saturating_sub(now).as_nanos().div_ceil(1_000_000);
+            u64::try_from(left).unwrap_or(u64::MAX)
         } else {
             0
         },

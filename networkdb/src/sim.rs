@@ -1,1 +1,0 @@
-//! Deterministic cluster simulator (being written).

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what the tests, the demo and the benchmarks need on a fresh Debian 12 machine with
+# a Rust toolchain. Idempotent: installs only what is missing. Needs root for apt.
+set -euo pipefail
+
+need_apt=()
+command -v serf >/dev/null 2>&1 || need_apt+=(serf)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "install-deps: cargo install cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
