@@ -55,8 +55,12 @@ impl Default for Config {
 }
 
 impl Config {
-    pub(crate) fn foca(&self) -> foca::Config {
-        let mut c = foca::Config::new_lan(std::num::NonZeroU32::new(32).expect("non-zero"));
+    /// foca's configuration for a cluster of about `cluster_size` nodes: the number of times
+    /// a membership update is retransmitted grows with `log10` of the size (as memberlist's
+    /// `RetransmitMult`), so the core re-derives it as the cluster grows or shrinks.
+    pub(crate) fn foca(&self, cluster_size: usize) -> foca::Config {
+        let size = u32::try_from(cluster_size.max(2)).unwrap_or(u32::MAX);
+        let mut c = foca::Config::new_lan(std::num::NonZeroU32::new(size).expect("non-zero"));
         c.probe_period = self.probe_period;
         c.probe_rtt = self.probe_rtt;
         c.suspect_to_down_after = self.suspect_to_down;

@@ -95,6 +95,10 @@ pub struct Core {
     inactive_since: Option<Duration>,
     /// `join` was called and `leave` was not called since.
     joined: bool,
+    /// An entry of an owner unknown to membership arrived (see `handle_frame`).
+    unknown_owner: bool,
+    /// When a membership comparison was last asked for because of an unknown owner.
+    last_member_sync: Option<Duration>,
     stats: Stats,
 }
 
@@ -119,7 +123,7 @@ impl Core {
         }
         let mut rng = StdRng::seed_from_u64(seed);
         let foca_rng = StdRng::seed_from_u64(rng.random());
-        let foca = Foca::new(me.clone(), config.foca(), foca_rng, PostcardCodec);
+        let foca = Foca::new(me.clone(), config.foca(2), foca_rng, PostcardCodec);
         let mut nets = BTreeMap::new();
         nets.insert(CLUSTER.to_owned(), Net::default());
         Ok(Core {
@@ -141,6 +145,8 @@ impl Core {
             foca_active: false,
             inactive_since: None,
             joined: false,
+            unknown_owner: false,
+            last_member_sync: None,
             stats: Stats::default(),
         })
     }
@@ -422,6 +428,24 @@ impl Core {
                 for rec in g.entries {
                     self.apply_remote(now, rec, Relay::Full, rt);
                 }
+                // An entry from a node membership has not told us about: the sender knows
+                // it, so compare membership views with the sender now (rate limited) rather
+                // than hide the entry until the owner happens to probe us.
+                if std::mem::take(&mut self.unknown_owner)
+                    && self
+                        .last_member_sync
+                        .is_none_or(|t| now >= t + self.config.probe_period)
+                {
+                    self.last_member_sync = Some(now);
+                    let msg = wire::Sync {
+                        from: self.me.id,
+                        addr: Some(self.me.addr),
+                        clock: self.clock,
+                        members_hash: Some(self.members_hash()),
+                        ..Default::default()
+                    };
+                    self.send_sync(from, msg, rt);
+                }
             }
             Ok(Frame::Table(Message::Sync(s))) => {
                 self.stats.sync_in += 1;
@@ -650,12 +674,15 @@ impl Core {
         }
         // Unknown to membership so far: stored suspended until foca reports it up, and
         // reaped like a down node if it never does.
-        self.nodes.entry(rec.owner).or_insert(NodeState {
-            peer: None,
-            up: false,
-            down_since: now,
-            reaped: false,
-        });
+        if let std::collections::btree_map::Entry::Vacant(v) = self.nodes.entry(rec.owner) {
+            v.insert(NodeState {
+                peer: None,
+                up: false,
+                down_since: now,
+                reaped: false,
+            });
+            self.unknown_owner = true;
+        }
         let (network, table, key) = (rec.network.clone(), rec.table.clone(), rec.key.clone());
         self.store(now, rec, rt);
         let budget = match relay {
@@ -1000,8 +1027,10 @@ impl Core {
             .collect();
         let msg = wire::Sync {
             from: self.me.id,
+            addr: Some(self.me.addr),
             clock: self.clock,
             digests,
+            members_hash: Some(self.members_hash()),
             ..Default::default()
         };
         self.send_sync(peer, msg, rt);
@@ -1024,7 +1053,19 @@ impl Core {
         rt: &mut impl Runtime,
     ) {
         self.witness(s.clock);
-        let reply_to = self.addr_of(s.from).unwrap_or(from);
+        // The sender's gossip address: `from` is a stream's ephemeral port, and the sender
+        // may not be a member we know yet (it just joined).
+        let reply_to = self.addr_of(s.from).or(s.addr).unwrap_or(from);
+        if !s.members.is_empty() {
+            let mut acc = foca::AccumulatingRuntime::new();
+            if let Err(e) = self.foca.apply_many(s.members.into_iter(), false, &mut acc) {
+                tracing::debug!(error = %e, "membership state from a peer");
+            }
+            self.drain_foca(now, acc, rt);
+        }
+        let send_members =
+            s.want_members || s.members_hash.is_some_and(|h| h != self.members_hash());
+        let want_members = s.members_hash.is_some_and(|h| h != self.members_hash());
         // Entries anti-entropy brings are relayed once (one gossip round to `fanout`
         // members, whose relays then spread them as usual), newest first and at most
         // SYNC_RELAY_MAX per message: a repair of a few lost writes reaches the whole network
@@ -1042,7 +1083,14 @@ impl Core {
         }
         let mut reply = wire::Sync {
             from: self.me.id,
+            addr: Some(self.me.addr),
             clock: self.clock,
+            want_members,
+            members: if send_members {
+                self.membership_state()
+            } else {
+                Vec::new()
+            },
             ..Default::default()
         };
         for d in s.digests {
@@ -1283,7 +1331,11 @@ impl Core {
             }
             OwnedNotification::Defunct => {
                 self.became_inactive(now);
-                tracing::warn!("declared down and cannot rejoin");
+                if self.joined {
+                    tracing::warn!("declared down and cannot rejoin");
+                } else {
+                    tracing::debug!("left the cluster");
+                }
             }
         }
     }
@@ -1343,6 +1395,47 @@ impl Core {
         }
     }
 
+    /// Hash of this node's membership view: itself and every member foca holds alive or
+    /// suspect, by (id, address, generation). Equal on two nodes that agree on who is up.
+    fn members_hash(&self) -> u64 {
+        let mut ids: Vec<(NodeId, SocketAddr, u64)> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() != foca::State::Down)
+            .map(|m| (m.id().id, m.id().addr, m.id().generation))
+            .chain(std::iter::once((
+                self.me.id,
+                self.me.addr,
+                self.me.generation,
+            )))
+            .collect();
+        ids.sort();
+        let mut bytes = Vec::with_capacity(ids.len() * 40);
+        for (id, addr, generation) in ids {
+            bytes.extend_from_slice(&id.0.to_le_bytes());
+            bytes.extend_from_slice(addr.to_string().as_bytes());
+            bytes.extend_from_slice(&generation.to_le_bytes());
+        }
+        wire::hash_bytes(&bytes)
+    }
+
+    /// foca's membership state plus this node itself, for a peer's `apply_many`.
+    fn membership_state(&self) -> Vec<foca::Member<Peer>> {
+        self.foca
+            .iter_membership_state()
+            .cloned()
+            .chain(std::iter::once(foca::Member::alive(self.me.clone())))
+            .collect()
+    }
+
+    /// Keep foca's retransmission budget matched to the cluster size (it only changes when the
+    /// size crosses a power of ten, so this is cheap).
+    fn resize_foca(&mut self) {
+        let size = self.nodes.values().filter(|n| n.up).count() + 1;
+        // Only the budget changes; foca accepts that at runtime.
+        let _ = self.foca.set_config(self.config.foca(size));
+    }
+
     fn member_up(&mut self, now: Duration, peer: Peer, rt: &mut impl Runtime) {
         let id = peer.id;
         if id == NodeId::UNKNOWN {
@@ -1359,6 +1452,7 @@ impl Core {
         n.up = true;
         n.reaped = false;
         if !was_up {
+            self.resize_foca();
             self.owner_visibility_changed(id, true, rt);
             rt.notify(Notification::Member(MemberEvent { peer, up: true }));
             self.sync_with_returning(now, id, rt);
@@ -1404,6 +1498,7 @@ impl Core {
         }
         n.up = false;
         n.down_since = now;
+        self.resize_foca();
         self.owner_visibility_changed(peer.id, false, rt);
         rt.notify(Notification::Member(MemberEvent { peer, up: false }));
     }

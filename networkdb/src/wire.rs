@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::WireError;
-use crate::types::{EntryRecord, NetworkId, NodeId};
+use crate::types::{EntryRecord, NetworkId, NodeId, Peer};
 
 /// Frame tag of a foca (membership) packet.
 pub const TAG_FOCA: u8 = 1;
@@ -45,6 +45,9 @@ pub struct Gossip {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug, Default)]
 pub struct Sync {
     pub from: NodeId,
+    /// The sender's gossip address, where replies go (a stream's source port is ephemeral,
+    /// and the sender may not be a member the receiver knows yet).
+    pub addr: Option<std::net::SocketAddr>,
     pub clock: u64,
     /// Step 1: per network, per owner, a count and an order-independent hash of entries.
     pub digests: Vec<NetworkDigest>,
@@ -56,6 +59,16 @@ pub struct Sync {
     pub buckets: Vec<OwnerBuckets>,
     /// Buckets whose entries the sender wants.
     pub want_buckets: Vec<BucketRef>,
+    /// Hash of the sender's membership view (itself and every member it holds alive or
+    /// suspect, by id, address and generation). A receiver whose view differs answers with
+    /// `members` and `want_members`.
+    pub members_hash: Option<u64>,
+    /// The sender's membership state (foca's), fed to the receiver's foca: anti-entropy of
+    /// membership, so a node learns every member within a sync instead of waiting to be
+    /// probed by it.
+    pub members: Vec<foca::Member<Peer>>,
+    /// The sender wants the receiver's `members`.
+    pub want_members: bool,
 }
 
 impl Sync {
@@ -66,6 +79,9 @@ impl Sync {
             && self.want_all.is_empty()
             && self.buckets.is_empty()
             && self.want_buckets.is_empty()
+            && self.members_hash.is_none()
+            && self.members.is_empty()
+            && !self.want_members
     }
 }
 
@@ -180,6 +196,13 @@ pub fn fingerprint(e: &EntryRecord) -> u64 {
             h.write(v);
         }
     }
+    mix(h.0)
+}
+
+/// Stable 64-bit hash of a byte string (FNV-1a, splitmix64 finaliser).
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h = Fnv::new();
+    h.write(bytes);
     mix(h.0)
 }
 

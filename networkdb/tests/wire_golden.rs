@@ -174,6 +174,7 @@ fn gossip(entries: Vec<EntryRecord>) -> Message {
 fn sync() -> Sync {
     Sync {
         from: B,
+        addr: Some("127.0.0.2:7946".parse().expect("address")),
         clock: 42,
         ..Sync::default()
     }
@@ -202,6 +203,17 @@ fn sync_digests() -> Message {
                 owners: vec![],
             },
         ],
+        members_hash: Some(0x0fed_cba9_8765_4321),
+        members: vec![foca::Member::new(
+            networkdb::Peer {
+                id: A,
+                addr: "127.0.0.1:7946".parse().expect("address"),
+                generation: 1_700_000_000_000,
+            },
+            2,
+            foca::State::Suspect,
+        )],
+        want_members: true,
         ..sync()
     })
 }
@@ -343,13 +355,14 @@ fn gossip_with_a_live_entry_and_a_tombstone() {
 }
 
 #[test]
-fn sync_with_digests_only() {
+fn sync_with_digests_and_membership() {
     golden_table(
         "sync_digests",
         "Message::Sync {from 00000000000000a1, clock 42, digests [\
          {network \"\", owners [{1122334455667788, count 3, hash 0123456789abcdef}, \
          {ffffffffffffffff, count 0, hash 0}]}, {network \"net-1\", owners []}], \
-         everything else empty}",
+         members_hash 0fedcba987654321, members [1122334455667788@127.0.0.1:7946 generation \
+         1700000000000 incarnation 2 suspect], want_members, everything else empty}",
         &sync_digests(),
     );
 }
@@ -395,14 +408,37 @@ fn empty_sync() {
     let msg = Message::Sync(sync());
     let fixture = golden_table(
         "sync_empty",
-        "Message::Sync {from 00000000000000a1, clock 42, all five lists empty}\n\
+        "Message::Sync {from 00000000000000a1, addr 127.0.0.2:7946, clock 42, all five lists empty}\n\
          layout: 02 TAG_TABLE, 01 WIRE_VERSION, 01 variant Sync, from (varint a1 01), \
-         clock (2a), then five 00 list counts",
+         addr (01 Some, 00 V4, 7f 00 00 02, port varint 8a 3e), clock (2a), five 00 list counts, 00 members_hash None, 00 members, 00 want_members",
         &msg,
     );
     assert_eq!(
         fixture,
-        [TAG_TABLE, WIRE_VERSION, 1, 0xa1, 0x01, 42, 0, 0, 0, 0, 0]
+        [
+            TAG_TABLE,
+            WIRE_VERSION,
+            1,
+            0xa1,
+            0x01,
+            1,
+            0,
+            127,
+            0,
+            0,
+            2,
+            0x8a,
+            0x3e,
+            42,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0
+        ]
     );
     let Message::Sync(s) = msg else {
         unreachable!()

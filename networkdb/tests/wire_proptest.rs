@@ -119,6 +119,18 @@ fn sync_msg() -> impl Strategy<Value = Sync> {
         .prop_map(
             |(from, clock, digests, entries, want_all, buckets, want_buckets)| Sync {
                 from,
+                addr: (clock % 2 == 0).then(|| std::net::SocketAddr::from(([127, 0, 0, 9], 7946))),
+                members_hash: (clock % 3 == 0).then_some(clock.rotate_left(7)),
+                members: if clock % 5 == 0 {
+                    vec![foca::Member::alive(networkdb::Peer {
+                        id: from,
+                        addr: std::net::SocketAddr::from(([127, 0, 0, 3], 7946)),
+                        generation: clock,
+                    })]
+                } else {
+                    Vec::new()
+                },
+                want_members: clock % 7 == 0,
                 clock,
                 digests,
                 entries,

@@ -174,7 +174,13 @@ fn sim_dissemination(sizes: &[usize], table: &mut Vec<(String, String)>) -> Resu
                 let d = sim.dissemination(id).context("tracked")?;
                 match d.all {
                     Some(a) => all.push(a),
-                    None => incomplete += 1,
+                    None => {
+                        incomplete += 1;
+                        eprintln!(
+                            "  write {}: reached {} of {} targets",
+                            id.key, d.reached, d.targets
+                        );
+                    }
                 }
                 if let Some(p) = d.p50 {
                     p50s.push(p);
@@ -415,9 +421,11 @@ fn catchup(entries: usize, table: &mut Vec<(String, String)>) -> Result<Value> {
         c.nodes[0].send_many(chunk)?;
     }
     let count = |node: &mut cluster_tests::ndb::NdbNode| -> Result<u64> {
-        Ok(node.request("count -", Duration::from_secs(30))?["count"]
-            .as_u64()
-            .unwrap_or(0))
+        Ok(
+            node.request("count - bulk", Duration::from_secs(30))?["count"]
+                .as_u64()
+                .unwrap_or(0),
+        )
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -14,7 +14,7 @@
 //! join-net NET | leave-net NET
 //! join ADDR...                 join (more) seeds
 //! add-key HEX | primary HEX | remove-key HEX
-//! stats | members | me | dump NET
+//! stats | members | me | dump NET | count NET TABLE
 //! quit
 //! ```
 //!
@@ -98,6 +98,12 @@ struct Args {
     /// How long entries of a node that is down are kept, in seconds.
     #[arg(long)]
     node_reap_s: Option<u64>,
+    /// Drop this share (0..1) of received datagrams: emulated loss for tests and benchmarks.
+    #[arg(long, default_value_t = 0.0)]
+    drop_rate: f64,
+    /// Which watch events to print: all (entries and members), members, or none.
+    #[arg(long, default_value = "all", value_parser = ["all", "members", "none"])]
+    events: String,
 }
 
 const COMMANDS: &str = "\
@@ -106,7 +112,7 @@ Commands on stdin, one per line (NET `-` is the cluster scope):
   del NET TABLE KEY | get NET TABLE KEY
   join-net NET | leave-net NET | join ADDR...
   add-key HEX | primary HEX | remove-key HEX
-  stats | members | me | dump NET | quit
+  stats | members | me | dump NET | count NET TABLE | quit
 
 Output on stdout, one JSON object per line: {\"ev\":\"ready\",\"addr\":..} at start; every
 watch event of every table ({\"ev\":\"create\"|\"update\"|\"delete\",\"net\",\"table\",\"key\",
@@ -351,6 +357,12 @@ async fn run_command(node: &Handle, cmd: &str, line: &str) -> anyhow::Result<Opt
                 .collect();
             json!({ "net": net, "entries": entries })
         }
+        "count" => {
+            let w = exact(2)?;
+            let net = net_arg(w[0]);
+            let count = node.snapshot(Some(&net), Some(w[1])).await?.len();
+            json!({ "net": net, "table": w[1], "count": count })
+        }
         "quit" => return Ok(None),
         other => bail!("unknown command {other:?}"),
     };
@@ -444,11 +456,13 @@ async fn main() -> anyhow::Result<()> {
     cfg.core = config(&args);
     cfg.seed = args.seed;
     cfg.watch_capacity = args.watch_capacity;
+    cfg.inbound_loss = args.drop_rate;
     let node = runtime::spawn(cfg).await.context("starting the node")?;
     let me = node.me().await?;
     let watch = node
         .watch_with(WatchOptions {
-            members: true,
+            entries: args.events == "all",
+            members: args.events != "none",
             ..WatchOptions::default()
         })
         .await?;

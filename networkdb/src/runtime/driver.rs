@@ -54,6 +54,8 @@ pub(crate) struct Driver {
     /// Set once stopping: the turn at which the loop ends.
     pub stop_at: Option<Instant>,
     pub stop_replies: Vec<oneshot::Sender<()>>,
+    /// See [`super::NodeConfig::inbound_loss`].
+    pub inbound_loss: f64,
 }
 
 impl Driver {
@@ -173,6 +175,9 @@ impl Driver {
     async fn datagram(&mut self, payload: &[u8], from: SocketAddr) {
         bump(&self.counters.datagrams_in, 1);
         bump(&self.counters.udp_bytes_in, payload.len() as u64);
+        if self.inbound_loss > 0.0 && rand::random_bool(self.inbound_loss.min(1.0)) {
+            return;
+        }
         let opened = keys::read(&self.ring).open(payload, Instant::now());
         match opened {
             Ok(Opened::Ring(frame)) => self.frame(from, &frame).await,

@@ -141,6 +141,7 @@ pub async fn spawn(cfg: NodeConfig) -> Result<Handle, Error> {
         inbound: inbound_rx,
         stop_at: None,
         stop_replies: Vec::new(),
+        inbound_loss: cfg.inbound_loss,
     };
     tokio::spawn(driver.run().instrument(span));
     Ok(Handle::new(cmd_tx, addr, bound))

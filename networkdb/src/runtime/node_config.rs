@@ -31,6 +31,9 @@ pub struct NodeConfig {
     pub seed: Option<u64>,
     /// Queue capacity of a watcher that does not choose its own (see [`super::WatchOptions`]).
     pub watch_capacity: usize,
+    /// Share (0..1) of received datagrams dropped on purpose, before opening: emulated packet
+    /// loss for tests and benchmarks on loopback. 0 in production.
+    pub inbound_loss: f64,
 }
 
 impl NodeConfig {
@@ -46,6 +49,7 @@ impl NodeConfig {
             core: Config::default(),
             seed: None,
             watch_capacity: DEFAULT_WATCH_CAPACITY,
+            inbound_loss: 0.0,
         }
     }
 }
