@@ -116,7 +116,8 @@ impl NdbNode {
         generation: Option<u64>,
     ) -> Result<NdbNode> {
         let addr: SocketAddr = format!("127.0.{}.{}:{}", opts.subnet, i + 1, opts.port).parse()?;
-        let id = format!("{:x}", i + 1);
+        // The same rendering as networkdb-node prints in member events.
+        let id = format!("{:016x}", i + 1);
         let mut cmd = Command::new(bin);
         cmd.arg("--id").arg(&id).arg("--bind").arg(addr.to_string());
         cmd.arg("--events")
@@ -223,11 +224,12 @@ impl NdbNode {
 
     /// SIGKILL the process (no graceful leave).
     pub fn kill(&mut self) {
-        self.stdin = None;
+        // SIGKILL before closing stdin: end of stdin makes the node leave gracefully.
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.stdin = None;
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }

@@ -22,7 +22,10 @@ pub struct Actual {
 impl Actual {
     /// No sandboxes (a node where nothing was created yet).
     pub fn empty(names: Names) -> Self {
-        Actual { names, sandboxes: BTreeMap::new() }
+        Actual {
+            names,
+            sandboxes: BTreeMap::new(),
+        }
     }
 }
 

@@ -48,6 +48,13 @@ pub enum Error {
         object: String,
     },
 
+    /// Not attempted because the sandbox it acts in could not be created.
+    #[error("skipped: sandbox {sandbox} could not be created")]
+    SandboxUnavailable {
+        /// The sandbox namespace name.
+        sandbox: String,
+    },
+
     /// The executor's thread is gone (it stopped after an unrecoverable namespace error,
     /// or panicked). Create a new executor.
     #[error("the overlay executor thread has stopped: {0}")]
@@ -65,11 +72,19 @@ impl Error {
     }
 
     pub(crate) fn io(op: &'static str, object: impl Into<String>, source: io::Error) -> Self {
-        Error::Io { op, object: object.into(), source }
+        Error::Io {
+            op,
+            object: object.into(),
+            source,
+        }
     }
 
     pub(crate) fn nix(op: &'static str, object: impl Into<String>, e: nix::Error) -> Self {
-        Error::Io { op, object: object.into(), source: io::Error::from_raw_os_error(e as i32) }
+        Error::Io {
+            op,
+            object: object.into(),
+            source: io::Error::from_raw_os_error(e as i32),
+        }
     }
 
     pub(crate) fn netlink(
@@ -77,7 +92,11 @@ impl Error {
         object: impl Into<String>,
         source: rtnetlink::Error,
     ) -> Self {
-        Error::Netlink { op, object: object.into(), source }
+        Error::Netlink {
+            op,
+            object: object.into(),
+            source,
+        }
     }
 }
 

@@ -89,7 +89,13 @@ mod tests {
 
     #[test]
     fn malformed_macs_do_not_parse() {
-        for s in ["", "02:42", "02:42:0a:00:00:ff:01", "zz:42:0a:00:00:ff", "002:42:0a:00:00:f"] {
+        for s in [
+            "",
+            "02:42",
+            "02:42:0a:00:00:ff:01",
+            "zz:42:0a:00:00:ff",
+            "002:42:0a:00:00:f",
+        ] {
             assert_eq!(parse(s), None, "{s}");
         }
     }

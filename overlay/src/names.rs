@@ -42,14 +42,18 @@ pub struct Names {
 
 impl Default for Names {
     fn default() -> Self {
-        Names { prefix: "swn".into() }
+        Names {
+            prefix: "swn".into(),
+        }
     }
 }
 
 impl Names {
     /// Checks the prefix (see the type's contract).
     pub fn new(prefix: impl Into<String>) -> Result<Self, Error> {
-        let names = Names { prefix: prefix.into() };
+        let names = Names {
+            prefix: prefix.into(),
+        };
         names.validate()?;
         Ok(names)
     }
@@ -59,7 +63,10 @@ impl Names {
         let p = &self.prefix;
         let reason = if p.is_empty() || p.len() > MAX_PREFIX_LEN {
             Some(format!("must be 1 to {MAX_PREFIX_LEN} characters"))
-        } else if !p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        } else if !p
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
             Some("only a-z and 0-9 are allowed".to_string())
         } else if !p.as_bytes()[0].is_ascii_lowercase() {
             Some("must start with a letter".to_string())
@@ -67,7 +74,10 @@ impl Names {
             None
         };
         match reason {
-            Some(reason) => Err(Error::Invalid { object: format!("name prefix {p:?}"), reason }),
+            Some(reason) => Err(Error::Invalid {
+                object: format!("name prefix {p:?}"),
+                reason,
+            }),
             None => Ok(()),
         }
     }
@@ -97,9 +107,14 @@ impl Names {
 
     /// Whether `ifname` has the shape of a veth name of this prefix.
     pub fn is_veth(&self, ifname: &str) -> bool {
-        ifname.strip_prefix(self.prefix.as_str()).is_some_and(|rest| {
-            rest.len() == 8 && rest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        })
+        ifname
+            .strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| {
+                rest.len() == 8
+                    && rest
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            })
     }
 }
 
@@ -120,7 +135,10 @@ mod tests {
     #[test]
     fn the_default_prefix_is_swn() {
         assert_eq!(Names::default().sandbox(256), "swn-256");
-        assert_eq!(Names::default().sandbox_path(256), PathBuf::from("/var/run/netns/swn-256"));
+        assert_eq!(
+            Names::default().sandbox_path(256),
+            PathBuf::from("/var/run/netns/swn-256")
+        );
     }
 
     #[test]
@@ -134,7 +152,10 @@ mod tests {
     fn veth_names_are_deterministic_and_fit_ifnamsiz() {
         let n = Names::new("swn1234").unwrap();
         let v = n.veth("a very long endpoint identifier that goes on and on");
-        assert_eq!(v, n.veth("a very long endpoint identifier that goes on and on"));
+        assert_eq!(
+            v,
+            n.veth("a very long endpoint identifier that goes on and on")
+        );
         assert_eq!(v.len(), 15);
         assert!(n.is_veth(&v));
         assert_ne!(n.veth("ep1"), n.veth("ep2"));

@@ -153,16 +153,38 @@ impl fmt::Display for Op {
             Op::DeleteFdb { vni, mac: m } => write!(f, "[{vni}] delete fdb {}", mac::format(m)),
             Op::DeleteVxlan { vni } => write!(f, "[{vni}] delete vxlan0"),
             Op::CreateSandbox { vni } => write!(f, "[{vni}] create sandbox"),
-            Op::CreateBridge { vni, gateway, prefix_len, mtu } => {
+            Op::CreateBridge {
+                vni,
+                gateway,
+                prefix_len,
+                mtu,
+            } => {
                 write!(f, "[{vni}] create br0 {gateway}/{prefix_len} mtu {mtu}")
             }
-            Op::ConfigureBridge { vni, gateway, prefix_len, mtu } => {
+            Op::ConfigureBridge {
+                vni,
+                gateway,
+                prefix_len,
+                mtu,
+            } => {
                 write!(f, "[{vni}] configure br0 {gateway}/{prefix_len} mtu {mtu}")
             }
-            Op::CreateVxlan { vni, port, local, mtu } => {
-                write!(f, "[{vni}] create vxlan0 dstport {port} local {local} mtu {mtu}")
+            Op::CreateVxlan {
+                vni,
+                port,
+                local,
+                mtu,
+            } => {
+                write!(
+                    f,
+                    "[{vni}] create vxlan0 dstport {port} local {local} mtu {mtu}"
+                )
             }
-            Op::AttachEndpoint { vni, veth, endpoint: e } => write!(
+            Op::AttachEndpoint {
+                vni,
+                veth,
+                endpoint: e,
+            } => write!(
                 f,
                 "[{vni}] attach {} as {} {}/{} in {} via {veth}",
                 e.id,

@@ -92,7 +92,10 @@ impl Desired {
         let mut by_id: BTreeMap<&str, &NetworkSpec> = BTreeMap::new();
         let mut vnis = BTreeSet::new();
         for n in &self.networks {
-            let invalid = |reason: String| Error::Invalid { object: format!("network {:?}", n.id), reason };
+            let invalid = |reason: String| Error::Invalid {
+                object: format!("network {:?}", n.id),
+                reason,
+            };
             if n.id.is_empty() {
                 return Err(invalid("empty id".into()));
             }
@@ -106,7 +109,10 @@ impl Desired {
                 return Err(invalid(format!("vni {} is used by another network", n.vni)));
             }
             if !n.subnet.contains(n.gateway) {
-                return Err(invalid(format!("gateway {} is outside subnet {}", n.gateway, n.subnet)));
+                return Err(invalid(format!(
+                    "gateway {} is outside subnet {}",
+                    n.gateway, n.subnet
+                )));
             }
             if !(68..=65535).contains(&n.mtu) {
                 return Err(invalid(format!("mtu {} is outside 68..=65535", n.mtu)));
@@ -119,7 +125,10 @@ impl Desired {
         let mut veths: BTreeMap<String, &str> = BTreeMap::new();
         let mut ifaces = BTreeSet::new();
         for e in &self.endpoints {
-            let invalid = |reason: String| Error::Invalid { object: format!("endpoint {:?}", e.id), reason };
+            let invalid = |reason: String| Error::Invalid {
+                object: format!("endpoint {:?}", e.id),
+                reason,
+            };
             if e.id.is_empty() {
                 return Err(invalid("empty id".into()));
             }
@@ -127,10 +136,16 @@ impl Desired {
                 return Err(invalid("listed twice".into()));
             }
             let Some(n) = by_id.get(e.network.as_str()) else {
-                return Err(invalid(format!("network {:?} is not in the desired networks", e.network)));
+                return Err(invalid(format!(
+                    "network {:?} is not in the desired networks",
+                    e.network
+                )));
             };
             if !n.subnet.contains(e.ip) {
-                return Err(invalid(format!("ip {} is outside subnet {} of network {:?}", e.ip, n.subnet, n.id)));
+                return Err(invalid(format!(
+                    "ip {} is outside subnet {} of network {:?}",
+                    e.ip, n.subnet, n.id
+                )));
             }
             if e.prefix_len != n.subnet.prefix() {
                 return Err(invalid(format!(
@@ -142,16 +157,25 @@ impl Desired {
                 return Err(invalid(format!("ip {} is the gateway", e.ip)));
             }
             if !mac::is_unicast(&e.mac) {
-                return Err(invalid(format!("mac {} is not a unicast address", mac::format(&e.mac))));
+                return Err(invalid(format!(
+                    "mac {} is not a unicast address",
+                    mac::format(&e.mac)
+                )));
             }
             if !(68..=65535).contains(&e.mtu) {
                 return Err(invalid(format!("mtu {} is outside 68..=65535", e.mtu)));
             }
             if !e.netns.is_absolute() {
-                return Err(invalid(format!("netns {} is not an absolute path", e.netns.display())));
+                return Err(invalid(format!(
+                    "netns {} is not an absolute path",
+                    e.netns.display()
+                )));
             }
             if !valid_ifname(&e.ifname) {
-                return Err(invalid(format!("ifname {:?} is not a valid interface name", e.ifname)));
+                return Err(invalid(format!(
+                    "ifname {:?} is not a valid interface name",
+                    e.ifname
+                )));
             }
             if !ifaces.insert((&e.netns, &e.ifname)) {
                 return Err(invalid(format!(
@@ -177,5 +201,7 @@ pub fn valid_ifname(name: &str) -> bool {
         && name.len() <= 15
         && name != "."
         && name != ".."
-        && !name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
 }
