@@ -1,4 +1,34 @@
-//! The `swarmnet` agent: daemon, CLI client, embedded DNS resolver, load balancer, IPAM and
-//! API server.
+//! The `swarmnet` agent: daemon, CLI client, IPAM, reconcilers and API server (later: DNS
+//! resolver and load balancer).
+//!
+//! | module | concept |
+//! | --- | --- |
+//! | [`cli`], [`config`] | command line and validated configuration |
+//! | [`daemon`] | `swarmnet agent`: start, run, stop |
+//! | [`node`] | the running agent and its operations |
+//! | [`reconciler`] | watch tables, repair, reconcile the dataplane |
+//! | [`ipam`], [`pools`], [`conflict`] | pure allocation and conflict rules |
+//! | [`records`], [`state`] | table values, local state on disk |
+//! | [`dataplane`], [`host`] | the kernel behind a trait; host facts |
+//! | [`api`], [`client`], [`commands`], [`output`] | gRPC server, client, CLI output |
+//! | [`metrics`] | Prometheus metrics and `/healthz` |
 
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod conflict;
+pub mod daemon;
+pub mod dataplane;
+pub mod error;
+pub mod host;
+pub mod ipam;
 pub mod lab;
+pub mod metrics;
+pub mod node;
+pub mod output;
+pub mod pools;
+pub mod reconciler;
+pub mod records;
+pub mod state;

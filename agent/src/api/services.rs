@@ -1,0 +1,108 @@
+//! The tonic services over [`Agent`].
+
+use std::sync::Arc;
+
+use proto::pb;
+use proto::pb::cluster_server::Cluster;
+use proto::pb::debug_server::Debug;
+use proto::pb::endpoints_server::Endpoints;
+use proto::pb::networks_server::Networks;
+use proto::{AttachSpec, FieldError, NetworkRequest};
+use tonic::{Request, Response, Status};
+
+use crate::node::Agent;
+
+/// Implements every service.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub agent: Arc<Agent>,
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+fn ok<T>(v: T) -> R<T> {
+    Ok(Response::new(v))
+}
+
+#[tonic::async_trait]
+impl Cluster for Api {
+    async fn status(&self, _: Request<pb::StatusRequest>) -> R<pb::StatusResponse> {
+        ok(self.agent.status().await?)
+    }
+
+    async fn members(&self, _: Request<pb::MembersRequest>) -> R<pb::MembersResponse> {
+        ok(pb::MembersResponse {
+            members: self.agent.members().await?,
+        })
+    }
+
+    async fn join(&self, r: Request<pb::JoinRequest>) -> R<pb::JoinResponse> {
+        crate::node::start_join(&self.agent, r.into_inner().seeds).await?;
+        ok(pb::JoinResponse {})
+    }
+
+    async fn leave(&self, _: Request<pb::LeaveRequest>) -> R<pb::LeaveResponse> {
+        self.agent.leave().await?;
+        ok(pb::LeaveResponse {})
+    }
+}
+
+#[tonic::async_trait]
+impl Networks for Api {
+    async fn create(&self, r: Request<pb::CreateNetworkRequest>) -> R<pb::Network> {
+        let req = NetworkRequest::try_from(r.into_inner())?;
+        let def = self.agent.create_network(req).await?;
+        ok(self.agent.network_pb(&def).await?)
+    }
+
+    async fn delete(&self, r: Request<pb::DeleteNetworkRequest>) -> R<pb::DeleteNetworkResponse> {
+        self.agent.delete_network(&r.into_inner().network).await?;
+        ok(pb::DeleteNetworkResponse {})
+    }
+
+    async fn list(&self, _: Request<pb::ListNetworksRequest>) -> R<pb::ListNetworksResponse> {
+        ok(pb::ListNetworksResponse {
+            networks: self.agent.list_networks().await?,
+        })
+    }
+
+    async fn inspect(&self, r: Request<pb::InspectNetworkRequest>) -> R<pb::Network> {
+        let name = r.into_inner().network;
+        if name.is_empty() {
+            return Err(FieldError::new("network", "required (a network name or id)").into());
+        }
+        let def = self.agent.find_network(&name).await?;
+        ok(self.agent.network_pb(&def).await?)
+    }
+}
+
+#[tonic::async_trait]
+impl Endpoints for Api {
+    async fn attach(&self, r: Request<pb::AttachRequest>) -> R<pb::Endpoint> {
+        let spec = AttachSpec::try_from(r.into_inner())?;
+        ok(self.agent.attach(spec).await?)
+    }
+
+    async fn detach(&self, r: Request<pb::DetachRequest>) -> R<pb::DetachResponse> {
+        let r = r.into_inner();
+        self.agent
+            .detach(&r.endpoint, Some(r.network.as_str()))
+            .await?;
+        ok(pb::DetachResponse {})
+    }
+
+    async fn list(&self, r: Request<pb::ListEndpointsRequest>) -> R<pb::ListEndpointsResponse> {
+        ok(pb::ListEndpointsResponse {
+            endpoints: self.agent.list_endpoints(&r.into_inner().network).await?,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Debug for Api {
+    async fn dump(&self, _: Request<pb::DumpRequest>) -> R<pb::DumpResponse> {
+        ok(pb::DumpResponse {
+            json: self.agent.dump().await?,
+        })
+    }
+}

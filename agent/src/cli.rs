@@ -1,0 +1,155 @@
+//! The command line: `swarmnet agent ...` runs the daemon; every other command is a client of
+//! an agent's API.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{AgentArgs, DEFAULT_API};
+
+/// swarmnet: swarm-mode overlay networking for Linux hosts, without Docker.
+///
+/// Run `swarmnet agent` on every host (as root); drive any agent with the other commands.
+/// Clients talk to the agent's API: the local unix socket by default, or a remote agent over
+/// TCP with mutual TLS (`--api https://host:port --tls-cert ... --tls-key ... --tls-ca ...`).
+#[derive(Parser, Debug, Clone, PartialEq)]
+#[command(name = "swarmnet", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How a client reaches an agent and prints results.
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct ClientArgs {
+    /// Agent API: unix:///path or https://host:port.
+    #[arg(long, global = true, value_name = "URL", env = "SWARMNET_API", default_value = DEFAULT_API)]
+    pub api: String,
+    /// Client certificate (PEM) for https:// APIs.
+    #[arg(long, global = true, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, global = true, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate (PEM) the agent's certificate must chain to.
+    #[arg(long, global = true, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Run the agent (daemon): gossip, API, dataplane reconcilers. Stops cleanly on
+    /// SIGTERM/SIGINT, leaving the cluster.
+    Agent(Box<AgentArgs>),
+    /// Overlay networks: create, list, inspect, remove.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Container attachments on the agent's node.
+    #[command(subcommand)]
+    Endpoint(EndpointCmd),
+    /// Cluster membership.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Read-only diagnostics.
+    #[command(subcommand)]
+    Debug(DebugCmd),
+}
+
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum NetworkCmd {
+    /// Create an overlay network; any agent may, and every agent learns it. Subnet and VNI
+    /// come from the agents' pools unless given.
+    Create {
+        name: String,
+        /// IPv4 subnet, e.g. 10.20.0.0/24.
+        #[arg(long)]
+        subnet: Option<String>,
+        /// Gateway address (default: first address of the subnet; needs --subnet).
+        #[arg(long)]
+        gateway: Option<String>,
+        /// VXLAN network identifier, 1-16777215.
+        #[arg(long)]
+        vni: Option<u32>,
+        /// MTU of the network's interfaces (default: underlay MTU - 50 on each node).
+        #[arg(long)]
+        mtu: Option<u32>,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls,
+    /// Show one network (by name or id).
+    Inspect { network: String },
+    /// Remove a network (refused while it has endpoints).
+    #[command(alias = "delete")]
+    Rm { network: String },
+}
+
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum EndpointCmd {
+    /// Attach a container network namespace to a network on the agent's node.
+    Attach {
+        /// Network name or id.
+        network: String,
+        /// The container's network namespace (/var/run/netns/NAME or /proc/PID/ns/net).
+        #[arg(long)]
+        netns: String,
+        /// Endpoint name (unique on the network; resolvable by DNS later).
+        #[arg(long)]
+        name: String,
+        /// Extra DNS name (repeatable).
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        /// Requested IPv4 address (default: allocated).
+        #[arg(long)]
+        ip: Option<String>,
+        /// Requested MAC (default: 02:42 + the IPv4 address).
+        #[arg(long)]
+        mac: Option<String>,
+        /// Interface name in the container [default: eth0].
+        #[arg(long)]
+        ifname: Option<String>,
+    },
+    /// Detach an endpoint of the agent's node (by name or id).
+    Detach {
+        endpoint: String,
+        /// Network, when the name is used on several.
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// List endpoints.
+    #[command(alias = "list")]
+    Ls {
+        /// Only this network (name or id).
+        #[arg(long)]
+        network: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum ClusterCmd {
+    /// This node's identity and counters.
+    Status,
+    /// Nodes of the cluster.
+    Members,
+    /// Join a cluster through a seed (HOST:PORT, repeatable).
+    Join {
+        #[arg(required = true)]
+        seeds: Vec<String>,
+    },
+    /// Leave the cluster gracefully (the agent keeps running).
+    Leave,
+}
+
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum DebugCmd {
+    /// Dump tables, members, local state and dataplane state (JSON).
+    Dump,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,66 @@
+//! `swarmnet`: the agent daemon (`swarmnet agent`) and its command-line client.
+
+use std::process::ExitCode;
+
+use agent::cli::{Cli, Command};
+use agent::config::AgentConfig;
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Agent(args) => {
+            let cfg = match AgentConfig::from_args(&args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("swarmnet agent: invalid configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(&cfg.log_level))
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("swarmnet agent: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(agent::daemon::run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("swarmnet agent: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        cmd => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("swarmnet: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(agent::commands::run(&cli.client, cmd)) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("swarmnet: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

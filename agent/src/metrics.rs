@@ -1,0 +1,193 @@
+//! Prometheus metrics and the small HTTP listener that serves them (`/metrics`, `/healthz`).
+//!
+//! The listener is off unless `metrics_addr` is configured (a bare port binds loopback). It
+//! answers one GET per connection and reads at most [`MAX_REQUEST`] bytes of a request.
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Largest request head read.
+pub const MAX_REQUEST: usize = 8192;
+
+/// Every metric the agent exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub members: Gauge,
+    pub endpoints: Gauge,
+    pub networks: Gauge,
+    pub queue_depth: Gauge,
+    pub gossip_bytes_in: Counter<u64, AtomicU64>,
+    pub gossip_bytes_out: Counter<u64, AtomicU64>,
+    pub reconcile_runs: Counter<u64, AtomicU64>,
+    pub reconcile_errors: Counter<u64, AtomicU64>,
+    /// Last gossip byte totals seen (counters only move forward by the difference).
+    last_bytes: Mutex<(u64, u64)>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("swarmnet");
+        let m = Metrics {
+            members: Gauge::default(),
+            endpoints: Gauge::default(),
+            networks: Gauge::default(),
+            queue_depth: Gauge::default(),
+            gossip_bytes_in: Counter::default(),
+            gossip_bytes_out: Counter::default(),
+            reconcile_runs: Counter::default(),
+            reconcile_errors: Counter::default(),
+            last_bytes: Mutex::new((0, 0)),
+            registry: Registry::default(),
+        };
+        registry.register("members", "Other nodes that are up", m.members.clone());
+        registry.register("endpoints", "Endpoints on this node", m.endpoints.clone());
+        registry.register(
+            "networks",
+            "Networks known to this node",
+            m.networks.clone(),
+        );
+        registry.register(
+            "gossip_queue_depth",
+            "Entries waiting in the gossip retransmit queues",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "gossip_bytes_in",
+            "Gossip bytes received (UDP and TCP)",
+            m.gossip_bytes_in.clone(),
+        );
+        registry.register(
+            "gossip_bytes_out",
+            "Gossip bytes sent (UDP and TCP)",
+            m.gossip_bytes_out.clone(),
+        );
+        registry.register(
+            "reconcile_runs",
+            "Dataplane reconcile runs",
+            m.reconcile_runs.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Dataplane reconcile runs that failed or had failed operations",
+            m.reconcile_errors.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// Move the gossip byte counters up to the node's current totals.
+    pub fn set_gossip_bytes(&self, total_in: u64, total_out: u64) {
+        let mut last = self.last_bytes.lock().expect("not poisoned");
+        self.gossip_bytes_in.inc_by(total_in.saturating_sub(last.0));
+        self.gossip_bytes_out
+            .inc_by(total_out.saturating_sub(last.1));
+        *last = (total_in.max(last.0), total_out.max(last.1));
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Serve `/metrics` and `/healthz` on `listener` until the task is dropped. `refresh` is
+/// called before each `/metrics` answer to update gauges, and `healthy` answers `/healthz`.
+pub async fn serve<R, H>(listener: TcpListener, refresh: R, healthy: H)
+where
+    R: Fn() -> futures::future::BoxFuture<'static, String> + Send + Sync + Clone + 'static,
+    H: Fn() -> futures::future::BoxFuture<'static, Result<String, String>>
+        + Send
+        + Sync
+        + Clone
+        + 'static,
+{
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let (refresh, healthy) = (refresh.clone(), healthy.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_REQUEST];
+            let mut len = 0;
+            let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                while len < buf.len() {
+                    match sock.read(&mut buf[len..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            len += n;
+                            if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+            .await;
+            if read.is_err() {
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf[..len]);
+            let mut words = head.split_whitespace();
+            let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            let (status, ctype, body) = match (method, path) {
+                ("GET", "/metrics") => (
+                    "200 OK",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    refresh().await,
+                ),
+                ("GET", "/healthz") => match healthy().await {
+                    Ok(s) => ("200 OK", "text/plain", s),
+                    Err(s) => ("503 Service Unavailable", "text/plain", s),
+                },
+                ("GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),
+                _ => (
+                    "405 Method Not Allowed",
+                    "text/plain",
+                    "only GET\n".to_string(),
+                ),
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_names_every_metric() {
+        let m = Metrics::default();
+        m.reconcile_runs.inc();
+        m.set_gossip_bytes(100, 50);
+        m.set_gossip_bytes(150, 50);
+        let text = m.render();
+        for name in [
+            "swarmnet_members",
+            "swarmnet_endpoints",
+            "swarmnet_gossip_queue_depth",
+            "swarmnet_gossip_bytes_in_total 150",
+            "swarmnet_gossip_bytes_out_total 50",
+            "swarmnet_reconcile_runs_total 1",
+            "swarmnet_reconcile_errors_total 0",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+    }
+}

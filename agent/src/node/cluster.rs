@@ -1,0 +1,228 @@
+//! Cluster membership: status, members, join (with retries), leave; the debug dump.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use networkdb::NodeId;
+use proto::{FieldError, pb};
+use serde_json::json;
+
+use super::Agent;
+use crate::error::{AgentError, Result};
+
+/// First and longest pause between join attempts.
+const JOIN_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
+/// How long one attempt waits for a seed to show up as a member.
+const JOIN_WAIT: Duration = Duration::from_secs(3);
+
+impl Agent {
+    /// Node names by id (from the `nodes` table), this node included.
+    pub async fn node_names(&self) -> Result<BTreeMap<NodeId, String>> {
+        let mut out: BTreeMap<NodeId, String> = self
+            .node_records()
+            .await?
+            .into_iter()
+            .map(|(id, r)| (id, r.name))
+            .collect();
+        out.insert(self.id, self.cfg.node_name.clone());
+        Ok(out)
+    }
+
+    pub async fn status(&self) -> Result<pb::StatusResponse> {
+        let stats = self.db.stats().await?;
+        let view = self.network_view().await?;
+        Ok(pb::StatusResponse {
+            node_id: self.id.to_string(),
+            node_name: self.cfg.node_name.clone(),
+            advertise_addr: self.db.addr().to_string(),
+            data_path_addr: self.cfg.data_path_addr.to_string(),
+            members_up: stats.members_up as u32,
+            networks: view.accepted().count() as u32,
+            local_endpoints: self.local().endpoints.len() as u32,
+            dataplane: self.dataplane.kind().as_str().to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_secs: self.uptime().as_secs(),
+            reconcile_runs: self.metrics.reconcile_runs.get(),
+            reconcile_errors: self.metrics.reconcile_errors.get(),
+            join_state: self.join_state(),
+        })
+    }
+
+    pub async fn members(&self) -> Result<Vec<pb::Member>> {
+        let records = self.node_records().await?;
+        let me = self.db.me().await?;
+        let mut out = vec![pb::Member {
+            node_id: self.id.to_string(),
+            name: self.cfg.node_name.clone(),
+            gossip_addr: me.addr.to_string(),
+            data_path_addr: self.cfg.data_path_addr.to_string(),
+            up: true,
+            self_: true,
+            generation: me.generation,
+        }];
+        let mut others: Vec<pb::Member> = self
+            .db
+            .members()
+            .await?
+            .into_iter()
+            .map(|m| {
+                let rec = records.get(&m.peer.id);
+                pb::Member {
+                    node_id: m.peer.id.to_string(),
+                    name: rec.map(|r| r.name.clone()).unwrap_or_default(),
+                    gossip_addr: m.peer.addr.to_string(),
+                    data_path_addr: rec.map(|r| r.data_path.to_string()).unwrap_or_default(),
+                    up: m.up,
+                    self_: false,
+                    generation: m.peer.generation,
+                }
+            })
+            .collect();
+        others.sort_by(|a, b| (&a.name, &a.node_id).cmp(&(&b.name, &b.node_id)));
+        out.extend(others);
+        Ok(out)
+    }
+
+    /// Leave the cluster gracefully.
+    pub async fn leave(&self) -> Result<()> {
+        self.db.leave().await?;
+        self.set_join_state("left the cluster".into());
+        Ok(())
+    }
+
+    /// Debug dump: every table this node holds, members, local state, desired and actual
+    /// dataplane state.
+    pub async fn dump(&self) -> Result<String> {
+        let mut tables: BTreeMap<String, BTreeMap<String, serde_json::Value>> = BTreeMap::new();
+        for e in self.db.snapshot(None, None).await? {
+            let value = e.new.as_deref().map(|v| decode_any(&e.table, &e.key, v));
+            tables
+                .entry(format!("{}/{}", e.network, e.table))
+                .or_default()
+                .insert(
+                    e.key.clone(),
+                    json!({ "owner": e.owner.to_string(), "value": value }),
+                );
+        }
+        let view = self.network_view().await?;
+        let desired = self.desired().await?;
+        let actual = match self.dataplane.read_actual(&desired).await {
+            Ok(a) => serde_json::to_value(a).expect("actual state serializes"),
+            Err(e) => json!({ "error": e.to_string() }),
+        };
+        let members = self.members().await?;
+        let dump = json!({
+            "node": { "id": self.id.to_string(), "name": self.cfg.node_name },
+            "members": members,
+            "networks": view.defs.iter().map(|d| json!({
+                "def": format!("{d:?}"),
+                "verdict": format!("{:?}", view.verdicts.get(&d.id)),
+            })).collect::<Vec<_>>(),
+            "tables": tables,
+            "local_state": self.local(),
+            "desired": desired,
+            "actual": actual,
+            "stats": self.db.stats().await?,
+        });
+        Ok(serde_json::to_string_pretty(&dump).expect("json values serialize"))
+    }
+}
+
+fn decode_any(table: &str, key: &str, v: &[u8]) -> serde_json::Value {
+    use crate::records::*;
+    let dbg = |x: Option<String>| {
+        x.map_or_else(
+            || json!({ "undecodable_bytes": v.len() }),
+            serde_json::Value::String,
+        )
+    };
+    match table {
+        NODES => dbg(decode::<NodeRecord>(table, key, v).map(|r| format!("{r:?}"))),
+        NETWORKS => dbg(decode::<NetworkDef>(table, key, v).map(|r| format!("{r:?}"))),
+        IPAM => dbg(decode::<BlockClaim>(table, key, v).map(|r| format!("{r:?}"))),
+        PEERS => dbg(decode::<PeerRecord>(table, key, v).map(|r| format!("{r:?}"))),
+        ENDPOINTS => dbg(decode::<EndpointRecord>(table, key, v).map(|r| format!("{r:?}"))),
+        _ => json!({ "bytes": v.len() }),
+    }
+}
+
+/// Resolve `HOST:PORT` seeds (a failure names the seed).
+pub async fn resolve_seeds(seeds: &[String]) -> Result<Vec<SocketAddr>, String> {
+    let mut out = Vec::new();
+    for s in seeds {
+        let addrs = tokio::net::lookup_host(s.as_str())
+            .await
+            .map_err(|e| format!("{s}: {e}"))?;
+        out.extend(addrs);
+    }
+    Ok(out)
+}
+
+/// Join through `seeds`, retrying with backoff (each failure logged) until a member is up.
+/// Returns once joined. Bounded only by the agent's life: it never gives up silently.
+pub async fn join_loop(agent: Arc<Agent>, seeds: Vec<String>) {
+    let mut pause = JOIN_BACKOFF.0;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let result = async {
+            let addrs = resolve_seeds(&seeds).await?;
+            agent.db.join(addrs).await.map_err(|e| e.to_string())?;
+            let deadline = tokio::time::Instant::now() + JOIN_WAIT;
+            while tokio::time::Instant::now() < deadline {
+                let up = agent
+                    .db
+                    .stats()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .members_up;
+                if up > 0 {
+                    return Ok(up);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(format!("no seed answered within {JOIN_WAIT:?}"))
+        }
+        .await;
+        match result {
+            Ok(up) => {
+                tracing::info!(seeds = ?seeds, members_up = up, attempt, "joined the cluster");
+                agent.set_join_state(String::new());
+                agent.dirty.notify_one();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(seeds = ?seeds, attempt, error = %e, retry_in = ?pause, "join failed; retrying");
+                agent.set_join_state(format!(
+                    "joining {}: attempt {attempt} failed: {e}",
+                    seeds.join(",")
+                ));
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(JOIN_BACKOFF.1);
+            }
+        }
+    }
+}
+
+/// The Join API call: check the seeds and start a join loop in the background.
+pub async fn start_join(agent: &Arc<Agent>, seeds: Vec<String>) -> Result<()> {
+    if seeds.is_empty() {
+        return Err(FieldError::new("seeds", "required (at least one HOST:PORT)").into());
+    }
+    for s in &seeds {
+        let ok = s
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !ok {
+            return Err(FieldError::new("seeds", format!("{s} is not HOST:PORT")).into());
+        }
+    }
+    resolve_seeds(&seeds)
+        .await
+        .map_err(|e| AgentError::from(FieldError::new("seeds", e)))?;
+    agent.set_join_state(format!("joining {}", seeds.join(",")));
+    tokio::spawn(join_loop(agent.clone(), seeds));
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! The running agent: its identity, its networkdb node, its dataplane and its local state,
+//! and the operations the API serves. The API layer only converts; every rule lives here.
+//!
+//! Data flows one way: an API call changes local state and networkdb; watches wake the
+//! reconciler ([`crate::reconciler`]), which computes the desired dataplane from tables and
+//! local state and applies it. Attach is the one exception that reconciles synchronously, so
+//! that a failed attach is reported to the caller (and rolled back) instead of retried
+//! silently.
+
+mod cluster;
+mod desired;
+mod endpoints;
+mod networks;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use networkdb::runtime::Handle;
+use networkdb::{CLUSTER, NodeId};
+use tokio::sync::Notify;
+
+use crate::config::AgentConfig;
+use crate::dataplane::Dataplane;
+use crate::error::Result;
+use crate::metrics::Metrics;
+use crate::records::{self, NODES, NetworkDef, NodeRecord};
+use crate::state::{LocalState, StateDir};
+
+pub use cluster::{join_loop, resolve_seeds, start_join};
+pub use desired::ADOPTED_PREFIX;
+
+/// VXLAN over IPv4 overhead subtracted from the underlay MTU.
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// The agent of this node.
+#[derive(Debug)]
+pub struct Agent {
+    pub cfg: AgentConfig,
+    pub id: NodeId,
+    pub db: Handle,
+    pub dataplane: Arc<dyn Dataplane>,
+    pub metrics: Arc<Metrics>,
+    /// Woken on every change that may alter the desired dataplane.
+    pub dirty: Notify,
+    /// MTU of the interface holding the data-path address.
+    pub underlay_mtu: u32,
+    state_dir: StateDir,
+    local: Mutex<LocalState>,
+    /// Serialises attach and detach (allocation decisions must see each other's results).
+    attach_lock: tokio::sync::Mutex<()>,
+    /// Serialises network creation on this node.
+    create_lock: tokio::sync::Mutex<()>,
+    /// Hybrid logical clock of network creation stamps (ms).
+    hlc: Mutex<u64>,
+    started: Instant,
+    /// Until then, the reconciler keeps remote peers it finds in the kernel (see
+    /// [`desired`]): after a restart, gossip has not delivered them yet.
+    pub adopt_until: Instant,
+    join_state: Mutex<String>,
+    /// Host routes read at start (refreshed on every network creation).
+    host_routes: Mutex<Vec<ipnetwork::Ipv4Network>>,
+}
+
+/// Wall-clock milliseconds since the UNIX epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Agent {
+    /// An agent over a started networkdb node. Call [`Agent::recover`] next.
+    pub fn new(
+        cfg: AgentConfig,
+        id: NodeId,
+        db: Handle,
+        dataplane: Arc<dyn Dataplane>,
+        state_dir: StateDir,
+        local: LocalState,
+        underlay_mtu: u32,
+    ) -> Arc<Self> {
+        let adopt = if local.networks.is_empty() {
+            Duration::ZERO
+        } else {
+            // Two anti-entropy periods of networkdb plus the settle period.
+            Duration::from_secs(10) + cfg.settle
+        };
+        Arc::new(Agent {
+            cfg,
+            id,
+            db,
+            dataplane,
+            metrics: Arc::new(Metrics::default()),
+            dirty: Notify::new(),
+            underlay_mtu,
+            state_dir,
+            local: Mutex::new(local),
+            attach_lock: tokio::sync::Mutex::new(()),
+            create_lock: tokio::sync::Mutex::new(()),
+            hlc: Mutex::new(0),
+            started: Instant::now(),
+            adopt_until: Instant::now() + adopt,
+            join_state: Mutex::new(String::new()),
+            host_routes: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A copy of the local state.
+    pub fn local(&self) -> LocalState {
+        self.local.lock().expect("not poisoned").clone()
+    }
+
+    /// Change the local state and persist it (crash-safely) before returning.
+    fn update_local<T>(&self, f: impl FnOnce(&mut LocalState) -> T) -> Result<T> {
+        let mut guard = self.local.lock().expect("not poisoned");
+        let mut next = guard.clone();
+        let out = f(&mut next);
+        if next != *guard {
+            self.state_dir.save(&next)?;
+            *guard = next;
+        }
+        Ok(out)
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn set_join_state(&self, s: String) {
+        *self.join_state.lock().expect("not poisoned") = s;
+    }
+
+    pub fn join_state(&self) -> String {
+        self.join_state.lock().expect("not poisoned").clone()
+    }
+
+    /// MTU of endpoints of `def` on this node.
+    pub fn mtu_for(&self, def: &NetworkDef) -> u32 {
+        if def.mtu != 0 {
+            def.mtu
+        } else {
+            self.underlay_mtu
+                .saturating_sub(VXLAN_OVERHEAD)
+                .clamp(68, 65535)
+        }
+    }
+
+    /// A stamp for a new network definition: above the wall clock and above every stamp seen.
+    fn next_stamp(&self, seen: impl Iterator<Item = u64>) -> u64 {
+        let mut hlc = self.hlc.lock().expect("not poisoned");
+        let max_seen = seen.max().unwrap_or(0);
+        *hlc = (*hlc + 1).max(max_seen + 1).max(now_ms());
+        *hlc
+    }
+
+    /// Refresh the host's IPv4 routes (logged and kept as they were on failure).
+    pub async fn refresh_host_routes(&self) -> Vec<ipnetwork::Ipv4Network> {
+        match crate::host::ipv4_routes().await {
+            Ok(r) => {
+                *self.host_routes.lock().expect("not poisoned") = r.clone();
+                r
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the host routes; subnets may overlap them");
+                self.host_routes.lock().expect("not poisoned").clone()
+            }
+        }
+    }
+
+    /// Publish this node's record (name, addresses, endpoint counts) in the `nodes` table.
+    pub async fn publish_node(&self) -> Result<()> {
+        let rec = NodeRecord {
+            name: self.cfg.node_name.clone(),
+            gossip_addr: self.db.addr().to_string(),
+            data_path: self.cfg.data_path_addr,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            dataplane: self.dataplane.kind().as_str().to_string(),
+            endpoints: self.local().endpoint_counts(),
+        };
+        self.db
+            .put(CLUSTER, NODES, &self.id.to_string(), records::encode(&rec))
+            .await?;
+        Ok(())
+    }
+
+    /// Node records by node id.
+    pub async fn node_records(&self) -> Result<BTreeMap<NodeId, NodeRecord>> {
+        let mut out = BTreeMap::new();
+        for e in self.db.snapshot(Some(CLUSTER), Some(NODES)).await? {
+            let (Ok(id), Some(v)) = (e.key.parse::<NodeId>(), e.new.as_deref()) else {
+                continue;
+            };
+            if let Some(rec) = records::decode::<NodeRecord>(NODES, &e.key, v) {
+                out.insert(id, rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// After a start: rejoin the networks of local endpoints and re-announce everything this
+    /// node owns (node record, block claims, peers and endpoints records), so that a restart
+    /// after `kill -9` restores the cluster's view; wake the reconciler, which adopts the
+    /// kernel objects left in place.
+    pub async fn recover(&self) -> Result<()> {
+        let local = self.local();
+        self.publish_node().await?;
+        for def in local.created.values() {
+            // A newer write (a delete or a repair made elsewhere while this node was down)
+            // wins over this one; see networkdb's reclaim of own entries.
+            self.db
+                .put(CLUSTER, records::NETWORKS, &def.id, records::encode(def))
+                .await?;
+        }
+        for (net_id, def) in &local.networks {
+            self.db.join_network(net_id).await?;
+            for (block, at) in local.claims.get(net_id).into_iter().flatten() {
+                if let Ok(block) = block.parse() {
+                    self.put_claim(net_id, block, *at).await?;
+                }
+            }
+            for ep in local.endpoints.values().filter(|e| e.network == *net_id) {
+                self.publish_endpoint(ep).await?;
+            }
+            tracing::info!(network = %def.name, id = %net_id, "re-announced local endpoints");
+        }
+        if !local.endpoints.is_empty() {
+            tracing::info!(
+                endpoints = local.endpoints.len(),
+                networks = local.networks.len(),
+                "recovered local state"
+            );
+        }
+        self.dirty.notify_one();
+        Ok(())
+    }
+}

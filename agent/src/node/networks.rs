@@ -1,0 +1,338 @@
+//! Network definitions: create, delete, list, inspect, and the repair of this node's
+//! definitions that lost a conflict (see [`crate::conflict`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnetwork::Ipv4Network;
+use networkdb::{CLUSTER, NodeId};
+use proto::{FieldError, NetworkRequest, pb};
+
+use super::{Agent, now_ms};
+use crate::conflict::{self, Verdict};
+use crate::error::{AgentError, Result};
+use crate::pools::{self, overlaps};
+use crate::records::{self, NETWORKS, NetworkDef};
+
+/// Every network definition in the table, with its verdict.
+#[derive(Debug, Default)]
+pub struct NetworkView {
+    pub defs: Vec<NetworkDef>,
+    pub verdicts: BTreeMap<String, Verdict>,
+}
+
+impl NetworkView {
+    /// Accepted definitions, by name.
+    pub fn accepted(&self) -> impl Iterator<Item = &NetworkDef> {
+        self.defs
+            .iter()
+            .filter(|d| self.verdicts.get(&d.id).is_some_and(Verdict::is_accepted))
+    }
+
+    /// An accepted definition by id or name; a losing one only by id.
+    pub fn find(&self, name_or_id: &str) -> Option<&NetworkDef> {
+        self.defs
+            .iter()
+            .find(|d| d.id == name_or_id)
+            .or_else(|| self.accepted().find(|d| d.name == name_or_id))
+    }
+}
+
+fn random_id() -> String {
+    format!(
+        "{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
+}
+
+impl Agent {
+    /// The `networks` table, decoded and resolved.
+    pub async fn network_view(&self) -> Result<NetworkView> {
+        let mut defs = Vec::new();
+        for e in self.db.snapshot(Some(CLUSTER), Some(NETWORKS)).await? {
+            if let Some(d) = e
+                .new
+                .as_deref()
+                .and_then(|v| records::decode::<NetworkDef>(NETWORKS, &e.key, v))
+                && d.id == e.key
+            {
+                defs.push(d);
+            }
+        }
+        let verdicts = conflict::resolve(&defs);
+        Ok(NetworkView { defs, verdicts })
+    }
+
+    /// Look a network up by name or id, or fail with NotFound.
+    pub async fn find_network(&self, name_or_id: &str) -> Result<NetworkDef> {
+        self.network_view()
+            .await?
+            .find(name_or_id)
+            .cloned()
+            .ok_or_else(|| AgentError::NotFound(format!("network {name_or_id} not found")))
+    }
+
+    /// CreateNetwork.
+    pub async fn create_network(&self, req: NetworkRequest) -> Result<NetworkDef> {
+        if req.encrypted {
+            return Err(AgentError::Unimplemented(
+                "encrypted: encrypted networks (IPsec) are not supported by this agent yet".into(),
+            ));
+        }
+        let _guard = self.create_lock.lock().await;
+        let view = self.network_view().await?;
+        if let Some(d) = view.defs.iter().find(|d| d.name == req.name) {
+            return Err(AgentError::AlreadyExists(format!(
+                "network {} already exists (id {})",
+                req.name, d.id
+            )));
+        }
+        let vni = match req.vni {
+            Some(v) => {
+                if let Some(d) = view.defs.iter().find(|d| d.vni == v) {
+                    return Err(AgentError::AlreadyExists(format!(
+                        "vni: {v} is used by network {} ({})",
+                        d.name, d.id
+                    )));
+                }
+                v
+            }
+            None => {
+                let taken: BTreeSet<u32> = view.defs.iter().map(|d| d.vni).collect();
+                self.cfg.pools.vni(&taken).ok_or_else(|| {
+                    AgentError::ResourceExhausted(format!(
+                        "vni: the VNI pool {}-{} is exhausted",
+                        self.cfg.pools.vni.start(),
+                        self.cfg.pools.vni.end()
+                    ))
+                })?
+            }
+        };
+        let routes = self.refresh_host_routes().await;
+        let subnet = match req.subnet {
+            Some(s) => {
+                if let Some(d) = view.defs.iter().find(|d| overlaps(d.subnet(), s)) {
+                    return Err(AgentError::AlreadyExists(format!(
+                        "subnet: {s} overlaps {} of network {} ({})",
+                        d.subnet(),
+                        d.name,
+                        d.id
+                    )));
+                }
+                if let Some(r) = routes.iter().find(|r| r.prefix() > 0 && overlaps(**r, s)) {
+                    tracing::warn!(subnet = %s, route = %r, "the requested subnet overlaps a host route");
+                }
+                s
+            }
+            None => {
+                let taken: Vec<Ipv4Network> = view.defs.iter().map(|d| d.subnet()).collect();
+                self.cfg.pools.subnet(&taken, &routes).ok_or_else(|| {
+                    AgentError::ResourceExhausted(format!(
+                        "subnet: no free /{} left in the pool {} (other networks and host routes use it)",
+                        self.cfg.pools.subnet_prefix, self.cfg.pools.subnet_pool
+                    ))
+                })?
+            }
+        };
+        let gateway = req.gateway.unwrap_or_else(|| pools::first_host(subnet));
+        let created = self.next_stamp(view.defs.iter().map(|d| d.created));
+        let def = NetworkDef {
+            id: random_id(),
+            name: req.name,
+            vni,
+            subnet_addr: subnet.network(),
+            subnet_prefix: subnet.prefix(),
+            gateway,
+            mtu: req.mtu.unwrap_or(0),
+            encrypted: false,
+            creator: self.id,
+            created,
+            revision: 0,
+            note: String::new(),
+        };
+        self.db
+            .put(CLUSTER, NETWORKS, &def.id, records::encode(&def))
+            .await?;
+        self.update_local(|s| {
+            s.created.insert(def.id.clone(), def.clone());
+        })?;
+        tracing::info!(name = %def.name, id = %def.id, vni, %subnet, "network created");
+        Ok(def)
+    }
+
+    /// Endpoint counts of a network per node (this node's from local state, the others' from
+    /// their `nodes` records).
+    pub async fn endpoint_counts(&self, net_id: &str) -> Result<BTreeMap<NodeId, u32>> {
+        let mut out = BTreeMap::new();
+        for (node, rec) in self.node_records().await? {
+            if node == self.id {
+                continue;
+            }
+            if let Some(n) = rec.endpoints.get(net_id).filter(|n| **n > 0) {
+                out.insert(node, *n);
+            }
+        }
+        let local = self
+            .local()
+            .endpoints
+            .values()
+            .filter(|e| e.network == net_id)
+            .count() as u32;
+        if local > 0 {
+            out.insert(self.id, local);
+        }
+        Ok(out)
+    }
+
+    /// DeleteNetwork: refused while any node reports endpoints on it.
+    pub async fn delete_network(&self, name_or_id: &str) -> Result<()> {
+        if name_or_id.is_empty() {
+            return Err(FieldError::new("network", "required (a network name or id)").into());
+        }
+        let _guard = self.create_lock.lock().await;
+        let def = self.find_network(name_or_id).await?;
+        let counts = self.endpoint_counts(&def.id).await?;
+        let total: u32 = counts.values().sum();
+        if total > 0 {
+            let names = self.node_names().await?;
+            let mut nodes: Vec<String> = counts
+                .keys()
+                .map(|n| names.get(n).cloned().unwrap_or_else(|| n.to_string()))
+                .collect();
+            nodes.sort();
+            return Err(AgentError::FailedPrecondition(format!(
+                "network {} has {total} endpoint{} (on {}): detach {} first",
+                def.name,
+                if total == 1 { "" } else { "s" },
+                nodes.join(", "),
+                if total == 1 { "it" } else { "them" }
+            )));
+        }
+        self.db.delete(CLUSTER, NETWORKS, &def.id).await?;
+        self.update_local(|s| {
+            s.created.remove(&def.id);
+        })?;
+        tracing::info!(name = %def.name, id = %def.id, "network deleted");
+        Ok(())
+    }
+
+    /// The wire form of a definition, with endpoint counts.
+    pub async fn network_pb(&self, def: &NetworkDef) -> Result<pb::Network> {
+        let counts = self.endpoint_counts(&def.id).await?;
+        let names = self.node_names().await?;
+        Ok(pb::Network {
+            id: def.id.clone(),
+            name: def.name.clone(),
+            vni: def.vni,
+            subnet: def.subnet().to_string(),
+            gateway: def.gateway.to_string(),
+            mtu: def.mtu,
+            encrypted: def.encrypted,
+            creator_node: def.creator.to_string(),
+            created: def.created,
+            revision: def.revision,
+            note: def.note.clone(),
+            endpoints: counts.values().sum(),
+            nodes: {
+                let mut v: Vec<String> = counts
+                    .keys()
+                    .map(|n| names.get(n).cloned().unwrap_or_else(|| n.to_string()))
+                    .collect();
+                v.sort();
+                v
+            },
+        })
+    }
+
+    /// ListNetworks: accepted definitions, by name.
+    pub async fn list_networks(&self) -> Result<Vec<pb::Network>> {
+        let view = self.network_view().await?;
+        let mut defs: Vec<&NetworkDef> = view.accepted().collect();
+        defs.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut out = Vec::new();
+        for d in defs {
+            out.push(self.network_pb(d).await?);
+        }
+        Ok(out)
+    }
+
+    /// Repair this node's definitions that lost a conflict (the reconciler calls this on
+    /// every change of the `networks` table). Returns how many were repaired.
+    pub async fn repair_networks(&self) -> Result<usize> {
+        let _guard = self.create_lock.lock().await;
+        let view = self.network_view().await?;
+        let routes = self.host_routes.lock().expect("not poisoned").clone();
+        // Definitions of ours that were deleted (by any node) are no longer re-announced.
+        let live: std::collections::BTreeSet<&str> =
+            view.defs.iter().map(|d| d.id.as_str()).collect();
+        let gone: Vec<String> = self
+            .local()
+            .created
+            .keys()
+            .filter(|id| !live.contains(id.as_str()))
+            .cloned()
+            .collect();
+        if !gone.is_empty() {
+            self.update_local(|s| {
+                for id in &gone {
+                    s.created.remove(id);
+                }
+            })?;
+        }
+        let mut repaired = 0;
+        for d in view.defs.iter().filter(|d| d.creator == self.id) {
+            let verdict = &view.verdicts[&d.id];
+            if verdict.is_accepted() {
+                continue;
+            }
+            if self.local().networks.contains_key(&d.id) {
+                // In use here already (it was accepted when attached): keep it; the other
+                // side's agent refuses to attach to the loser, and the clash is logged.
+                tracing::error!(network = %d.name, id = %d.id, ?verdict, "a network in use lost a conflict");
+                continue;
+            }
+            match conflict::repair(d, verdict, &view.defs, &self.cfg.pools, &routes) {
+                Ok(fixed) => {
+                    tracing::warn!(network = %d.name, id = %d.id, note = %fixed.note, "repairing a network that lost a conflict");
+                    self.db
+                        .put(CLUSTER, NETWORKS, &fixed.id, records::encode(&fixed))
+                        .await?;
+                    self.update_local(|s| {
+                        s.created.insert(fixed.id.clone(), fixed.clone());
+                    })?;
+                    repaired += 1;
+                }
+                Err(e) => {
+                    tracing::error!(network = %d.name, id = %d.id, error = %e, "cannot repair a network that lost a conflict");
+                }
+            }
+        }
+        Ok(repaired)
+    }
+
+    /// Wait until `def` is old enough to be used (the settle period after its creation, so
+    /// that a conflicting concurrent definition has arrived), then check it still stands.
+    pub async fn settled_network(&self, def: NetworkDef) -> Result<NetworkDef> {
+        let settle = self.cfg.settle.as_millis() as u64;
+        let age = now_ms().saturating_sub(def.created);
+        if age >= settle {
+            return Ok(def);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(settle - age)).await;
+        let view = self.network_view().await?;
+        match (
+            view.defs.iter().find(|d| d.id == def.id),
+            view.verdicts.get(&def.id),
+        ) {
+            (Some(now), Some(v)) if v.is_accepted() => Ok(now.clone()),
+            (Some(_), Some(v)) => Err(AgentError::Unavailable(format!(
+                "network {} lost a conflict with a concurrently created network ({v:?}) and is being repaired: retry",
+                def.name
+            ))),
+            _ => Err(AgentError::NotFound(format!(
+                "network {} was deleted",
+                def.name
+            ))),
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Human tables and JSON for the CLI.
+
+use proto::pb;
+use serde::Serialize;
+
+/// Left-aligned columns separated by three spaces; one header line.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}   ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+pub fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).expect("API messages serialize") + "\n"
+}
+
+fn mtu(m: u32) -> String {
+    if m == 0 { "auto".into() } else { m.to_string() }
+}
+
+pub fn networks(list: &[pb::Network]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.id[..n.id.len().min(12)].to_string(),
+                n.subnet.clone(),
+                n.gateway.clone(),
+                n.vni.to_string(),
+                mtu(n.mtu),
+                n.endpoints.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "ID", "SUBNET", "GATEWAY", "VNI", "MTU", "ENDPOINTS"],
+        &rows,
+    )
+}
+
+pub fn network(n: &pb::Network) -> String {
+    let mut s = String::new();
+    let mut kv = |k: &str, v: String| s.push_str(&format!("{k:<11} {v}\n"));
+    kv("Name:", n.name.clone());
+    kv("ID:", n.id.clone());
+    kv("Subnet:", n.subnet.clone());
+    kv("Gateway:", n.gateway.clone());
+    kv("VNI:", n.vni.to_string());
+    kv("MTU:", mtu(n.mtu));
+    kv("Encrypted:", n.encrypted.to_string());
+    kv("Creator:", n.creator_node.clone());
+    kv("Endpoints:", n.endpoints.to_string());
+    if !n.nodes.is_empty() {
+        kv("Nodes:", n.nodes.join(", "));
+    }
+    if n.revision > 0 {
+        kv("Revision:", n.revision.to_string());
+        kv("Note:", n.note.clone());
+    }
+    s
+}
+
+pub fn endpoints(list: &[pb::Endpoint]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|e| {
+            vec![
+                e.name.clone(),
+                e.id[..e.id.len().min(12)].to_string(),
+                e.network_name.clone(),
+                e.ip.clone(),
+                e.mac.clone(),
+                if e.local {
+                    format!("{} ({})", e.ifname, e.netns)
+                } else {
+                    format!("node {}", e.node_id)
+                },
+            ]
+        })
+        .collect();
+    table(&["NAME", "ID", "NETWORK", "IP", "MAC", "WHERE"], &rows)
+}
+
+pub fn endpoint(e: &pb::Endpoint) -> String {
+    let mut s = String::new();
+    let mut kv = |k: &str, v: String| s.push_str(&format!("{k:<10} {v}\n"));
+    kv("Name:", e.name.clone());
+    kv("ID:", e.id.clone());
+    kv("Network:", format!("{} ({})", e.network_name, e.network_id));
+    kv("IP:", e.ip.clone());
+    kv("MAC:", e.mac.clone());
+    kv("Interface:", format!("{} in {}", e.ifname, e.netns));
+    kv("MTU:", e.mtu.to_string());
+    if !e.aliases.is_empty() {
+        kv("Aliases:", e.aliases.join(", "));
+    }
+    s
+}
+
+pub fn members(list: &[pb::Member]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|m| {
+            vec![
+                if m.name.is_empty() {
+                    "?".into()
+                } else {
+                    m.name.clone()
+                },
+                m.node_id.clone(),
+                m.gossip_addr.clone(),
+                m.data_path_addr.clone(),
+                if m.up { "up" } else { "down" }.into(),
+                if m.self_ { "*" } else { "" }.into(),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "ID", "GOSSIP", "DATA PATH", "STATE", "SELF"],
+        &rows,
+    )
+}
+
+pub fn status(s: &pb::StatusResponse) -> String {
+    let mut out = String::new();
+    let mut kv = |k: &str, v: String| out.push_str(&format!("{k:<17} {v}\n"));
+    kv("Node:", format!("{} ({})", s.node_name, s.node_id));
+    kv("Gossip address:", s.advertise_addr.clone());
+    kv("Data path:", s.data_path_addr.clone());
+    kv("Members up:", s.members_up.to_string());
+    kv("Networks:", s.networks.to_string());
+    kv("Local endpoints:", s.local_endpoints.to_string());
+    kv("Dataplane:", s.dataplane.clone());
+    kv(
+        "Reconciles:",
+        format!("{} ({} with errors)", s.reconcile_runs, s.reconcile_errors),
+    );
+    kv("Uptime:", format!("{}s", s.uptime_secs));
+    kv("Version:", s.version.clone());
+    if !s.join_state.is_empty() {
+        kv("Join:", s.join_state.clone());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["A", "LONGER"],
+            &[
+                vec!["x".into(), "1".into()],
+                vec!["yyyy".into(), "2".into()],
+            ],
+        );
+        assert_eq!(t, "A      LONGER\nx      1\nyyyy   2\n");
+    }
+}

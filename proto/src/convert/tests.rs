@@ -1,0 +1,180 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn create(name: &str, subnet: &str, gateway: &str, vni: u32, mtu: u32) -> pb::CreateNetworkRequest {
+    pb::CreateNetworkRequest {
+        name: name.into(),
+        subnet: subnet.into(),
+        gateway: gateway.into(),
+        vni,
+        mtu,
+        encrypted: false,
+    }
+}
+
+fn err_of(r: pb::CreateNetworkRequest) -> FieldError {
+    NetworkRequest::try_from(r).unwrap_err()
+}
+
+#[test]
+fn an_invalid_subnet_is_named_in_the_error() {
+    let e = err_of(create("n", "10.0.0.0/33", "", 0, 0));
+    assert_eq!(e.field, "subnet");
+    assert_eq!(
+        e.to_string(),
+        "subnet: 10.0.0.0/33 is not a valid IPv4 CIDR"
+    );
+    let status: tonic::Status = e.into();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().starts_with("subnet: "));
+}
+
+#[test]
+fn a_subnet_with_host_bits_suggests_the_network() {
+    let e = err_of(create("n", "10.0.0.5/24", "", 0, 0));
+    assert!(e.message.contains("did you mean 10.0.0.0/24"), "{e}");
+}
+
+#[test]
+fn each_invalid_field_is_named() {
+    assert_eq!(err_of(create("", "", "", 0, 0)).field, "name");
+    assert_eq!(err_of(create("-x", "", "", 0, 0)).field, "name");
+    assert_eq!(err_of(create("a b", "", "", 0, 0)).field, "name");
+    assert_eq!(err_of(create("n", "10.0.0.0/31", "", 0, 0)).field, "subnet");
+    assert_eq!(
+        err_of(create("n", "10.0.0.0/24", "10.0.1.1", 0, 0)).field,
+        "gateway"
+    );
+    assert_eq!(
+        err_of(create("n", "10.0.0.0/24", "10.0.0.255", 0, 0)).field,
+        "gateway"
+    );
+    assert_eq!(err_of(create("n", "", "10.0.0.1", 0, 0)).field, "gateway");
+    assert_eq!(err_of(create("n", "", "", 1 << 24, 0)).field, "vni");
+    assert_eq!(err_of(create("n", "", "", 0, 67)).field, "mtu");
+}
+
+#[test]
+fn empty_optional_fields_mean_automatic() {
+    let n = NetworkRequest::try_from(create("blue", "", "", 0, 0)).unwrap();
+    assert_eq!(
+        n,
+        NetworkRequest {
+            name: "blue".into(),
+            subnet: None,
+            gateway: None,
+            vni: None,
+            mtu: None,
+            encrypted: false
+        }
+    );
+}
+
+fn attach(network: &str, netns: &str, name: &str) -> pb::AttachRequest {
+    pb::AttachRequest {
+        network: network.into(),
+        netns: netns.into(),
+        name: name.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn attach_requests_are_checked_field_by_field() {
+    let ok = AttachSpec::try_from(attach("blue", "/var/run/netns/c1", "web")).unwrap();
+    assert_eq!(ok.ifname, "eth0");
+    let field = |r: pb::AttachRequest| AttachSpec::try_from(r).unwrap_err().field;
+    assert_eq!(field(attach("", "/x", "web")), "network");
+    assert_eq!(field(attach("blue", "", "web")), "netns");
+    assert_eq!(field(attach("blue", "relative/ns", "web")), "netns");
+    assert_eq!(field(attach("blue", "/x", "")), "name");
+    let mut r = attach("blue", "/x", "web");
+    r.ip = "10.0.0.300".into();
+    assert_eq!(field(r), "ip");
+    let mut r = attach("blue", "/x", "web");
+    r.mac = "01:00:00:00:00:01".into();
+    let e = AttachSpec::try_from(r).unwrap_err();
+    assert_eq!(e.field, "mac");
+    assert!(e.message.contains("unicast"));
+    let mut r = attach("blue", "/x", "web");
+    r.ifname = "a-very-long-interface".into();
+    assert_eq!(field(r), "ifname");
+    let mut r = attach("blue", "/x", "web");
+    r.aliases = vec!["ok".into(), "not ok".into()];
+    assert_eq!(field(r), "aliases");
+}
+
+prop_compose! {
+    fn a_name()(s in "[a-z0-9][a-z0-9_.-]{0,20}") -> String { s }
+}
+
+prop_compose! {
+    fn a_network_request()(
+        name in a_name(),
+        net in proptest::option::of((any::<u32>(), 8u8..=30)),
+        vni in proptest::option::of(1u32..=MAX_VNI),
+        mtu in proptest::option::of(68u32..=65535),
+        encrypted in any::<bool>(),
+        gw_offset in 1u32..3,
+    ) -> NetworkRequest {
+        let subnet = net.map(|(a, p)| {
+            let n = Ipv4Network::new(Ipv4Addr::from(a), p).unwrap();
+            Ipv4Network::new(n.network(), p).unwrap()
+        });
+        let gateway = subnet.map(|s| Ipv4Addr::from(u32::from(s.network()) + gw_offset));
+        NetworkRequest { name, subnet, gateway, vni, mtu, encrypted }
+    }
+}
+
+prop_compose! {
+    fn an_attach_spec()(
+        network in a_name(),
+        ns in "[a-z0-9]{1,10}",
+        name in a_name(),
+        aliases in proptest::collection::vec(a_name(), 0..4),
+        ip in proptest::option::of(any::<u32>()),
+        mac in proptest::option::of(any::<[u8; 6]>()),
+        ifname in "[a-z][a-z0-9]{0,14}",
+    ) -> AttachSpec {
+        let mac = mac.map(|mut m| { m[0] = (m[0] & 0xfe) | 0x02; m });
+        AttachSpec {
+            network,
+            netns: PathBuf::from(format!("/var/run/netns/{ns}")),
+            name,
+            aliases,
+            ip: ip.map(Ipv4Addr::from),
+            mac,
+            ifname,
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn network_requests_survive_a_round_trip(n in a_network_request()) {
+        let wire = pb::CreateNetworkRequest::from(&n);
+        prop_assert_eq!(NetworkRequest::try_from(wire).unwrap(), n);
+    }
+
+    #[test]
+    fn attach_specs_survive_a_round_trip(a in an_attach_spec()) {
+        let wire = pb::AttachRequest::from(&a);
+        prop_assert_eq!(AttachSpec::try_from(wire).unwrap(), a);
+    }
+
+    #[test]
+    fn macs_survive_formatting(m in any::<[u8; 6]>()) {
+        let mut m = m;
+        m[0] = (m[0] & 0xfe) | 0x02;
+        prop_assert_eq!(parse_mac("mac", &format_mac(&m)).unwrap(), m);
+    }
+
+    #[test]
+    fn garbage_never_panics_the_parsers(s in ".{0,40}") {
+        let _ = parse_subnet("subnet", &s);
+        let _ = parse_mac("mac", &s);
+        let _ = parse_ipv4("ip", &s);
+        let _ = validate_name("name", &s);
+    }
+}
