@@ -58,6 +58,9 @@ pub enum Command {
     /// Read-only diagnostics.
     #[command(subcommand)]
     Debug(DebugCmd),
+    /// Build a 3-host cluster in network namespaces on this machine, attach a container per
+    /// host, show the pings and tables, tear it all down (needs root).
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Subcommand, Debug, Clone, PartialEq)]

@@ -45,7 +45,7 @@ pub async fn run(args: &ClientArgs, cmd: Command) -> Result<String, CommandError
     let ch = client::connect(&args.api, &tls).await?;
     let json = args.json;
     Ok(match cmd {
-        Command::Agent(_) => unreachable!("handled by main"),
+        Command::Agent(_) | Command::Demo(_) => unreachable!("handled by main"),
         Command::Network(n) => {
             let mut c = NetworksClient::new(ch);
             match n {

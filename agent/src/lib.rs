@@ -12,6 +12,7 @@
 //! | [`dataplane`], [`host`] | the kernel behind a trait; host facts |
 //! | [`api`], [`client`], [`commands`], [`output`] | gRPC server, client, CLI output |
 //! | [`metrics`] | Prometheus metrics and `/healthz` |
+//! | [`lab`], [`testbed`], [`demo`] | network-namespace lab, real agents in it, `swarmnet demo` |
 
 pub mod api;
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod conflict;
 pub mod daemon;
 pub mod dataplane;
+pub mod demo;
 pub mod error;
 pub mod host;
 pub mod ipam;
@@ -32,3 +34,4 @@ pub mod pools;
 pub mod reconciler;
 pub mod records;
 pub mod state;
+pub mod testbed;

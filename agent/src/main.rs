@@ -40,6 +40,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Demo(args) => agent::demo::main(&args),
         cmd => {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

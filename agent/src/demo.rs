@@ -1,0 +1,376 @@
+//! `swarmnet demo`: a three-host cluster in network namespaces on this machine, shown working.
+//!
+//! It builds a [`Lab`](crate::lab::Lab) of three hosts on one underlay bridge, starts this
+//! very binary as `swarmnet agent` in each ([`AgentCluster`]), creates a network, attaches
+//! one container namespace per host through the CLI, prints the pings between the
+//! containers and the CLI's tables, and tears everything down: on success, on error, and
+//! on Ctrl-C / SIGTERM (a second signal exits at once, leaving the namespaces behind).
+//! Needs root; installs iproute2 and iputils-ping if missing.
+
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Args;
+
+use crate::lab::{Lab, ensure_tools, find_tool};
+use crate::testbed::{AgentCluster, ClusterOptions, Container, TOOLS};
+
+/// Hosts in the demo.
+const HOSTS: usize = 3;
+/// Name of the demo's network.
+const NETWORK: &str = "demo";
+/// Steps, for the progress lines.
+const STEPS: usize = 6;
+
+/// Flags of `swarmnet demo`.
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct DemoArgs {
+    /// Keep the cluster running after the demo, until Enter or Ctrl-C, to explore it with the
+    /// CLI (the commands to try are printed).
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Runs the demo; the process exit code (0 done, 1 failed, 130 interrupted).
+pub fn main(args: &DemoArgs) -> ExitCode {
+    let cancel = Arc::new(AtomicBool::new(false));
+    if let Err(e) = watch_signals(cancel.clone()) {
+        eprintln!("swarmnet demo: cannot handle Ctrl-C ({e:#}); it will leave namespaces behind");
+    }
+    let t0 = Instant::now();
+    let result = run(args, &cancel);
+    if cancel.load(Ordering::Relaxed) {
+        println!("interrupted: everything was torn down");
+        return ExitCode::from(130);
+    }
+    match result {
+        Ok(()) => {
+            println!("demo finished in {:.1} s", t0.elapsed().as_secs_f64());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("swarmnet demo failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGINT/SIGTERM set `cancel` (the demo then tears down); a second one exits at once.
+fn watch_signals(cancel: Arc<AtomicBool>) -> Result<()> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("demo-signals".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(anyhow::anyhow!("runtime: {e}")));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (mut int, mut term) =
+                    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+                        (Ok(i), Ok(t)) => (i, t),
+                        (Err(e), _) | (_, Err(e)) => {
+                            let _ = ready_tx.send(Err(anyhow::anyhow!("signal handler: {e}")));
+                            return;
+                        }
+                    };
+                let _ = ready_tx.send(Ok(()));
+                static SEEN: AtomicUsize = AtomicUsize::new(0);
+                loop {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                    if SEEN.fetch_add(1, Ordering::Relaxed) == 0 {
+                        eprintln!("\ninterrupted: tearing down (again to exit at once)");
+                        cancel.store(true, Ordering::Relaxed);
+                    } else {
+                        eprintln!(
+                            "exiting without teardown: namespaces named sl{}-* are left (ip netns list)",
+                            std::process::id() % 1000
+                        );
+                        std::process::exit(130);
+                    }
+                }
+            });
+        })
+        .context("spawning the signal thread")?;
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .context("signal thread did not start")?
+}
+
+fn step(n: usize, what: &str) {
+    println!("\n[{n}/{STEPS}] {what}");
+}
+
+/// Prints `text` indented, for command output.
+fn show(text: &str) {
+    for l in text.lines() {
+        println!("      {l}");
+    }
+    let _ = std::io::stdout().flush();
+}
+
+fn run(args: &DemoArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
+    println!(
+        "swarmnet demo: {HOSTS} hosts in network namespaces on this machine, one `swarmnet \
+         agent` each,\na VXLAN overlay network between them, one container per host."
+    );
+
+    step(1, "Checking root and tools");
+    ensure!(
+        nix::unistd::Uid::effective().is_root(),
+        "swarmnet demo needs root (it creates network namespaces, bridges and VXLAN \
+         devices): run it as root, e.g. `sudo swarmnet demo`"
+    );
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .copied()
+        .filter(|t| find_tool(t).is_none())
+        .collect();
+    if !missing.is_empty() {
+        println!("      installing {missing:?} with apt-get ...");
+    }
+    ensure_tools(&TOOLS).context(
+        "the demo needs iproute2 (ip, bridge), iputils-ping and util-linux (nsenter); \
+         install them with `apt-get install -y --no-install-recommends iproute2 iputils-ping`",
+    )?;
+    Lab::preflight().context("this machine cannot create network namespaces here")?;
+    println!("      ok: running as root; {} present", TOOLS.join(", "));
+
+    step(
+        2,
+        &format!("Building {HOSTS} hosts in network namespaces and starting an agent on each"),
+    );
+    let mut opts = ClusterOptions::new("demo", HOSTS);
+    opts.binary = Some(std::env::current_exe().context("locating this binary")?);
+    opts.cancel = Some(cancel.clone());
+    let t = Instant::now();
+    let mut c = AgentCluster::start_with(opts)?;
+    let ul = c.lab.host_addr(0).octets();
+    println!(
+        "      underlay: bridge br-ul in namespace {}-ul, {}.{}.{}.0/24",
+        c.lab.prefix(),
+        ul[0],
+        ul[1],
+        ul[2]
+    );
+    for h in &c.hosts {
+        println!(
+            "      {}: namespace {}, address {}, agent pid {}, api {}",
+            h.name,
+            h.netns.display(),
+            h.addr,
+            h.process.as_ref().map_or(0, |p| p.pid()),
+            h.api
+        );
+    }
+    println!(
+        "      all agents up and every one sees the others ({:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
+    cmd(&c, 0, &["cluster", "members"])?;
+
+    step(
+        3,
+        &format!("Creating network {NETWORK:?} on host1 (the others learn it by gossip)"),
+    );
+    println!("      $ swarmnet network create {NETWORK}    # on host1");
+    let net = c.create_network(0, NETWORK, &[])?;
+    println!(
+        "      network {NETWORK}: VNI {}, subnet {}; listed by all {HOSTS} agents",
+        net.vni, net.subnet
+    );
+
+    step(4, "Attaching one container namespace per host");
+    let mut cs: Vec<Container> = Vec::new();
+    for h in 0..HOSTS {
+        check(cancel)?;
+        let name = format!("web{}", h + 1);
+        let x = c.attach(h, NETWORK, &name)?;
+        println!(
+            "      $ swarmnet endpoint attach {NETWORK} --netns {} --name {name}    # on {}",
+            x.netns.display(),
+            c.hosts[h].name
+        );
+        println!(
+            "        -> {name}: eth0 {} mac {} mtu {}",
+            x.ip, x.mac, x.mtu
+        );
+        cs.push(x);
+    }
+    let took = c.wait_until(
+        Duration::from_secs(15),
+        "every host's dataplane knows every remote container",
+        || {
+            for h in 0..HOSTS {
+                for x in cs.iter().filter(|x| x.host != h) {
+                    if !c.knows(h, net.vni, x)? {
+                        return Ok(false);
+                    }
+                }
+            }
+            Ok(true)
+        },
+    )?;
+    println!(
+        "      every host's VXLAN sandbox has the FDB and neighbour entries of the others' \
+         containers ({} ms)",
+        took.as_millis()
+    );
+
+    step(
+        5,
+        "Pinging across the overlay (3 pings each way round the ring)",
+    );
+    let mut failed = Vec::new();
+    for (i, a) in cs.iter().enumerate() {
+        let b = &cs[(i + 1) % cs.len()];
+        println!(
+            "      {} ({}) -> {} ({}) {}",
+            a.name, c.hosts[a.host].name, b.name, c.hosts[b.host].name, b.ip
+        );
+        if !ping(&c, a, b.ip)? {
+            failed.push(format!("{} -> {}", a.name, b.name));
+        }
+        check(cancel)?;
+    }
+    if !failed.is_empty() {
+        bail!("pings failed: {}", failed.join(", "));
+    }
+
+    step(6, "The tables, as the CLI shows them");
+    cmd(&c, 1, &["network", "ls"])?;
+    cmd(&c, 2, &["endpoint", "ls"])?;
+    cmd(&c, 2, &["cluster", "members"])?;
+    let sandbox = c.sandbox(0, net.vni);
+    println!(
+        "      $ ip netns exec {} bridge fdb show dev vxlan0    # host1's dataplane",
+        sandbox.file_name().unwrap_or_default().to_string_lossy()
+    );
+    show(&c.in_sandbox(0, net.vni, &["bridge", "fdb", "show", "dev", "vxlan0"])?);
+    println!(
+        "      $ ip netns exec {} ip neigh show dev vxlan0",
+        sandbox.file_name().unwrap_or_default().to_string_lossy()
+    );
+    show(&c.in_sandbox(0, net.vni, &["ip", "neigh", "show", "dev", "vxlan0"])?);
+
+    if args.keep {
+        keep(&c, &cs, net.vni, cancel)?;
+    }
+    println!("\nTearing down: stopping the agents, deleting every namespace ...");
+    let t = Instant::now();
+    let prefixes: Vec<String> = std::iter::once(format!("{}-", c.lab.prefix()))
+        .chain(c.hosts.iter().map(|h| format!("{}-", h.prefix)))
+        .collect();
+    drop(c);
+    let left: Vec<String> = std::fs::read_dir(crate::lab::NETNS_DIR)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| prefixes.iter().any(|p| n.starts_with(p)))
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(left.is_empty(), "namespaces left behind: {left:?}");
+    println!(
+        "      done ({:.1} s): no namespace of the demo is left",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn check(cancel: &AtomicBool) -> Result<()> {
+    if cancel.load(Ordering::Relaxed) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Runs a CLI command on host `i`'s agent and prints it with its output.
+fn cmd(c: &AgentCluster, i: usize, args: &[&str]) -> Result<()> {
+    println!(
+        "      $ swarmnet {}    # on {}",
+        args.join(" "),
+        c.hosts[i].name
+    );
+    show(&c.cli_ok(i, args)?);
+    Ok(())
+}
+
+/// Three pings (bounded: 5 s), printing ping's own lines; whether all came back.
+fn ping(c: &AgentCluster, from: &Container, to: Ipv4Addr) -> Result<bool> {
+    let to = to.to_string();
+    let o = c.lab.exec(
+        &from.netns,
+        &[
+            "ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", "-w", "5", &to,
+        ],
+    )?;
+    let out = String::from_utf8_lossy(&o.stdout);
+    for l in out.lines().filter(|l| {
+        l.contains("bytes from") || l.contains("packets transmitted") || l.starts_with("rtt")
+    }) {
+        println!("        {l}");
+    }
+    Ok(o.status.success())
+}
+
+/// `--keep`: prints what to try, waits for Enter (or Ctrl-C).
+fn keep(c: &AgentCluster, cs: &[Container], vni: u32, cancel: &Arc<AtomicBool>) -> Result<()> {
+    let (a, b) = (&cs[0], &cs[1]);
+    println!("\nThe cluster keeps running. In another terminal, as root, try:");
+    println!(
+        "      {} --api {} endpoint ls",
+        c.binary().display(),
+        c.hosts[0].api
+    );
+    println!(
+        "      ip netns exec {} ping -c 3 {}",
+        a.netns.file_name().unwrap_or_default().to_string_lossy(),
+        b.ip
+    );
+    println!(
+        "      ip netns exec {} bridge fdb show dev vxlan0",
+        c.sandbox(0, vni)
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+    );
+    for (i, h) in c.hosts.iter().enumerate() {
+        if let Some(p) = &h.process {
+            println!(
+                "      agent log of {}: {}",
+                c.hosts[i].name,
+                p.log_path().display()
+            );
+        }
+    }
+    println!("Press Enter (or Ctrl-C) to tear it down.");
+    let enter = Arc::new(AtomicBool::new(false));
+    let e = enter.clone();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        // EOF (no terminal) is not Enter: then only a signal ends the wait.
+        if matches!(std::io::stdin().read_line(&mut line), Ok(n) if n > 0) {
+            e.store(true, Ordering::Relaxed);
+        }
+    });
+    while !enter.load(Ordering::Relaxed) && !cancel.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
