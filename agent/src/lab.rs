@@ -791,6 +791,28 @@ fn list_netns() -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Namespaces on the machine whose name starts with `prefix`, as `ip netns list` reports them
+/// (an independent check for cleanup assertions: it does not use the lab's own bookkeeping).
+pub fn netns_listed(prefix: &str) -> Result<Vec<String>> {
+    let o = ip(&["netns", "list"])?;
+    Ok(String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect())
+}
+
+/// The process is gone or a zombie (killed, not yet reaped by whoever inherited it).
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+    }
+}
+
 /// Runs `ip <args>` in the root namespace.
 fn ip(args: &[&str]) -> Result<Output> {
     let ip = find_tool("ip").ok_or_else(|| anyhow!("iproute2 `ip` not found"))?;
@@ -932,25 +954,12 @@ mod tests {
         };
     }
 
-    /// Namespaces on the machine (per `ip netns list`) starting with `prefix`.
     fn netns_listed(prefix: &str) -> Vec<String> {
-        let o = ip(&["netns", "list"]).unwrap();
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| n.starts_with(prefix))
-            .map(str::to_string)
-            .collect()
+        super::netns_listed(prefix).unwrap()
     }
 
-    /// The process is gone or a zombie (killed, not yet reaped by whoever inherited it).
     fn proc_gone(pid: u32) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => true,
-            Ok(stat) => stat
-                .rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
-        }
+        super::process_gone(pid)
     }
 
     #[test]

@@ -180,28 +180,8 @@ fn eth0_mtu(c: &AgentCluster, x: &Container) -> u32 {
         .unwrap_or_else(|| panic!("no mtu in {out}"))
 }
 
-/// Namespaces on the machine (per `ip netns list`) whose name starts with `prefix`.
 fn netns_listed(prefix: &str) -> Vec<String> {
-    let o = Command::new(agent::lab::find_tool("ip").expect("ip"))
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(prefix))
-        .map(str::to_string)
-        .collect()
-}
-
-/// The process is gone or a zombie.
-fn proc_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
-    }
+    agent::lab::netns_listed(prefix).expect("ip netns list")
 }
 
 #[test]
@@ -499,7 +479,7 @@ fn serial_a_panicking_test_leaves_no_namespace_or_agent_behind() {
         assert_eq!(netns_listed(p), Vec::<String>::new(), "{p}");
     }
     for pid in pids {
-        assert!(proc_gone(pid), "agent {pid} survived");
+        assert!(agent::lab::process_gone(pid), "agent {pid} survived");
     }
     // Kept for post-mortems when panicking; this panic was staged.
     let _ = std::fs::remove_dir_all(dir);

@@ -30,6 +30,27 @@ impl<R: Runtime + ?Sized> Runtime for &mut R {
     }
 }
 
+/// A [`Runtime`] that only collects effects, in the order the core emitted them; its owner
+/// carries them out once the core call returns (the tokio runtime and the simulator both do).
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub sends: Vec<(SocketAddr, Transport, Vec<u8>)>,
+    pub timers: Vec<(Duration, Timer)>,
+    pub notes: Vec<Notification>,
+}
+
+impl Runtime for Effects {
+    fn send(&mut self, to: SocketAddr, transport: Transport, frame: Vec<u8>) {
+        self.sends.push((to, transport, frame));
+    }
+    fn schedule(&mut self, after: Duration, timer: Timer) {
+        self.timers.push((after, timer));
+    }
+    fn notify(&mut self, notification: Notification) {
+        self.notes.push(notification);
+    }
+}
+
 /// How a frame travels: datagrams are best effort (UDP); streams are reliable (TCP) and used
 /// for messages larger than a datagram, such as a catch-up sync.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,7 +26,9 @@ pub mod wire;
 
 pub use crate::config::Config;
 pub use crate::core::{ATTACH_TABLE, Core, MemberInfo};
-pub use crate::effects::{Event, EventKind, MemberEvent, Notification, Runtime, Timer, Transport};
+pub use crate::effects::{
+    Effects, Event, EventKind, MemberEvent, Notification, Runtime, Timer, Transport,
+};
 pub use crate::error::{Error, WireError};
 pub use crate::keyring::Keyring;
 pub use crate::stats::Stats;

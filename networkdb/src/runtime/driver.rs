@@ -17,12 +17,12 @@ use tokio::time::Instant;
 
 use super::command::Command;
 use super::keys::{self, Keys, Opened};
-use super::outbox::Outbox;
 use super::stats::{IoCounters, RuntimeStats, bump};
 use super::stream::{self, Inbound};
 use super::timers::TimerQueue;
 use super::watch::Watchers;
 use crate::core::Core;
+use crate::effects::Effects;
 use crate::effects::Transport;
 
 /// Most inputs of one kind taken in one turn beyond the first.
@@ -47,7 +47,7 @@ pub(crate) struct Driver {
     pub acceptor: JoinHandle<()>,
     pub timers: TimerQueue,
     pub watchers: Watchers,
-    pub outbox: Outbox,
+    pub outbox: Effects,
     pub commands: mpsc::Receiver<Command>,
     pub unwatch: mpsc::UnboundedReceiver<u64>,
     pub inbound: mpsc::Receiver<Inbound>,

@@ -36,7 +36,6 @@ mod driver;
 mod handle;
 mod keys;
 mod node_config;
-mod outbox;
 mod sockets;
 mod stats;
 mod stream;
@@ -59,11 +58,11 @@ pub use self::watch::{Watch, WatchEvent, WatchOptions};
 
 use self::driver::Driver;
 use self::keys::Keys;
-use self::outbox::Outbox;
 use self::stats::IoCounters;
 use self::timers::TimerQueue;
 use self::watch::Watchers;
 use crate::core::Core;
+use crate::effects::Effects;
 use crate::error::Error;
 use crate::keyring::{self, Keyring};
 use crate::types::Peer;
@@ -135,7 +134,7 @@ pub async fn spawn(cfg: NodeConfig) -> Result<Handle, Error> {
         acceptor,
         timers: TimerQueue::default(),
         watchers: Watchers::new(cfg.watch_capacity, unwatch_tx),
-        outbox: Outbox::default(),
+        outbox: Effects::default(),
         commands: cmd_rx,
         unwatch: unwatch_rx,
         inbound: inbound_rx,

@@ -285,7 +285,7 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::runtime::outbox::Outbox;
+    use crate::effects::Effects;
     use crate::types::{NodeId, Peer};
 
     fn core() -> Core {
@@ -298,7 +298,7 @@ mod tests {
     }
 
     fn put(core: &mut Core, key: &str) -> Vec<Notification> {
-        let mut out = Outbox::default();
+        let mut out = Effects::default();
         core.put(Duration::ZERO, "n", "t", key, b"v".to_vec(), &mut out)
             .unwrap();
         out.notes
@@ -316,7 +316,7 @@ mod tests {
         let (tx, _rx) = mpsc::unbounded_channel();
         let mut watchers = Watchers::new(2, tx);
         let mut core = core();
-        core.join_network(Duration::ZERO, "n", &mut Outbox::default());
+        core.join_network(Duration::ZERO, "n", &mut Effects::default());
         for k in ["a", "b", "c"] {
             put(&mut core, k);
         }

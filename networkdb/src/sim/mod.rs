@@ -32,7 +32,8 @@ use rand::{RngExt, SeedableRng};
 
 use crate::config::Config;
 use crate::core::Core;
-use crate::effects::{Notification, Runtime, Timer, Transport};
+pub use crate::effects::Effects;
+use crate::effects::{Notification, Timer, Transport};
 use crate::error::Error;
 use crate::types::{NetworkId, NodeId, Peer};
 use crate::wire;
@@ -127,27 +128,6 @@ pub enum Call {
     Leave,
     Crash,
     Restart(Restart),
-}
-
-/// The [`Runtime`] a simulated core calls into: it collects effects, which the simulator
-/// routes once the core call returns.
-#[derive(Debug, Default)]
-pub struct Effects {
-    sends: Vec<(SocketAddr, Transport, Vec<u8>)>,
-    timers: Vec<(Duration, Timer)>,
-    notes: Vec<Notification>,
-}
-
-impl Runtime for Effects {
-    fn send(&mut self, to: SocketAddr, transport: Transport, frame: Vec<u8>) {
-        self.sends.push((to, transport, frame));
-    }
-    fn schedule(&mut self, after: Duration, timer: Timer) {
-        self.timers.push((after, timer));
-    }
-    fn notify(&mut self, notification: Notification) {
-        self.notes.push(notification);
-    }
 }
 
 #[derive(Debug)]
