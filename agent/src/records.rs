@@ -7,6 +7,7 @@
 //! | [`IPAM`] | network | `<block>@<node id>` | [`BlockClaim`] |
 //! | [`PEERS`] | network | endpoint id | [`PeerRecord`] |
 //! | [`ENDPOINTS`] | network | endpoint id | [`EndpointRecord`] |
+//! | [`SERVICES`] | cluster | service id | [`ServiceDef`] |
 //!
 //! Decoding never panics: a value that does not decode (a newer agent's format, corruption)
 //! is skipped by every reader and logged.
@@ -23,6 +24,7 @@ pub const NETWORKS: &str = "networks";
 pub const IPAM: &str = "ipam";
 pub const PEERS: &str = "peers";
 pub const ENDPOINTS: &str = "endpoints";
+pub const SERVICES: &str = "services";
 
 /// Encode a record for networkdb.
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -113,9 +115,66 @@ pub struct EndpointRecord {
     pub mac: [u8; 6],
     pub network: String,
     pub node: NodeId,
+    /// Draining: still attached, but no new connections or DNS answers go to it.
     pub disabled: bool,
-    /// Service id (later issue); `None` for now.
+    /// Id of the service this endpoint backs (see [`ServiceDef`]).
     pub service: Option<String>,
+}
+
+/// How a service is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ServiceMode {
+    /// One virtual IP per network, balanced in each client's namespace.
+    Vip,
+    /// No VIP: DNS answers with the backends' addresses.
+    Dnsrr,
+}
+
+/// Transport protocol of a service port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// A port a VIP service balances: clients connect to `port`, backends receive `target`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ServicePort {
+    pub protocol: Protocol,
+    pub port: u16,
+    pub target: u16,
+}
+
+/// A service, in the cluster-scope `services` table under its id.
+///
+/// Backends are the endpoints whose [`EndpointRecord::service`] is this id, on any of
+/// `networks`. With no `ports`, a VIP service balances every TCP and UDP port (and ICMP echo)
+/// unchanged, as Docker's fwmark services do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceDef {
+    pub id: String,
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub mode: ServiceMode,
+    pub ports: Vec<ServicePort>,
+    /// Network ids the service is on.
+    pub networks: Vec<String>,
+    /// VIP per network id (empty for [`ServiceMode::Dnsrr`]); allocated from the creator's
+    /// address blocks.
+    pub vips: BTreeMap<String, Ipv4Addr>,
+    /// The node that served the Create call and holds the VIPs.
+    pub creator: NodeId,
+    /// Creation time on the creator (ms since the epoch).
+    pub created: u64,
 }
 
 /// A claim on an address block, in the network's `ipam` table under `<block>@<node>`.
