@@ -52,6 +52,10 @@ pub enum Command {
     /// Container attachments on the agent's node.
     #[command(subcommand)]
     Endpoint(EndpointCmd),
+    /// Services: a name with a virtual IP per network, balanced over the endpoints that back
+    /// it (or, in dnsrr mode, resolved to them).
+    #[command(subcommand)]
+    Service(ServiceCmd),
     /// Cluster membership.
     #[command(subcommand)]
     Cluster(ClusterCmd),
@@ -92,6 +96,8 @@ pub enum NetworkCmd {
     Rm { network: String },
 }
 
+// Parsed once per process: the size of Attach does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug, Clone, PartialEq)]
 pub enum EndpointCmd {
     /// Attach a container network namespace to a network on the agent's node.
@@ -116,6 +122,33 @@ pub enum EndpointCmd {
         /// Interface name in the container [default: eth0].
         #[arg(long)]
         ifname: Option<String>,
+        /// Service (name or id) this endpoint backs; it must be on the network.
+        #[arg(long)]
+        service: Option<String>,
+        /// Write the container's resolv.conf here (nameserver 127.0.0.11); removed on detach.
+        #[arg(long, value_name = "PATH")]
+        resolv_conf: Option<String>,
+        /// Search domain for --resolv-conf (repeatable).
+        #[arg(long = "dns-search", value_name = "DOMAIN")]
+        dns_search: Vec<String>,
+        /// resolv.conf option for --resolv-conf, e.g. ndots:1 (repeatable) [default: ndots:0].
+        #[arg(long = "dns-option", value_name = "OPT")]
+        dns_options: Vec<String>,
+    },
+    /// Put an endpoint back into its service's rotation.
+    Enable {
+        endpoint: String,
+        /// Network, when the name is used on several.
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Drain an endpoint: no new connections through the VIP and no DNS answers for it,
+    /// while established connections continue. Do this before stopping a backend.
+    Disable {
+        endpoint: String,
+        /// Network, when the name is used on several.
+        #[arg(long)]
+        network: Option<String>,
     },
     /// Detach an endpoint of the agent's node (by name or id).
     Detach {
@@ -131,6 +164,36 @@ pub enum EndpointCmd {
         #[arg(long)]
         network: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum ServiceCmd {
+    /// Create a service. Attach endpoints with `--service NAME` to make them its backends.
+    Create {
+        name: String,
+        /// Network (name or id) the service is on (repeatable, at least one).
+        #[arg(long = "network", required = true)]
+        networks: Vec<String>,
+        /// vip: a virtual IP per network balanced in every client container; dnsrr: no VIP,
+        /// DNS returns the backends.
+        #[arg(long, default_value = "vip", value_parser = ["vip", "dnsrr"])]
+        mode: String,
+        /// Port to balance: PORT[:TARGET][/tcp|udp], e.g. 80:8080/tcp (repeatable). None: every
+        /// port reaches the backends unchanged.
+        #[arg(long = "port", value_name = "PORT[:TARGET][/PROTO]")]
+        ports: Vec<String>,
+        /// Extra DNS name (repeatable).
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+    },
+    /// List services.
+    #[command(alias = "list")]
+    Ls,
+    /// Show one service with its VIPs and backends.
+    Inspect { service: String },
+    /// Remove a service (its endpoints stay attached and back nothing).
+    #[command(alias = "delete")]
+    Rm { service: String },
 }
 
 #[derive(Subcommand, Debug, Clone, PartialEq)]

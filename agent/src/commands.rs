@@ -5,8 +5,10 @@ use proto::pb::cluster_client::ClusterClient;
 use proto::pb::debug_client::DebugClient;
 use proto::pb::endpoints_client::EndpointsClient;
 use proto::pb::networks_client::NetworksClient;
+use proto::pb::services_client::ServicesClient;
+use serde::Serialize;
 
-use crate::cli::{ClientArgs, ClusterCmd, Command, DebugCmd, EndpointCmd, NetworkCmd};
+use crate::cli::{ClientArgs, ClusterCmd, Command, DebugCmd, EndpointCmd, NetworkCmd, ServiceCmd};
 use crate::client::{self, ClientError, ClientTls};
 use crate::output;
 
@@ -17,6 +19,41 @@ pub enum CommandError {
     Connect(#[from] ClientError),
     #[error("{}", describe_status(.0))]
     Api(#[from] tonic::Status),
+    #[error("invalid argument: {0}")]
+    Usage(String),
+}
+
+/// JSON, or the text form.
+fn show<T: Serialize + ?Sized>(json: bool, v: &T, text: impl FnOnce(&T) -> String) -> String {
+    if json { output::json(&v) } else { text(v) }
+}
+
+/// `PORT[:TARGET][/tcp|udp]`.
+pub fn parse_port(s: &str) -> Result<pb::ServicePort, CommandError> {
+    let bad = || {
+        CommandError::Usage(format!(
+            "--port {s}: expected PORT[:TARGET][/tcp|udp], e.g. 80:8080/tcp"
+        ))
+    };
+    let (ports, protocol) = match s.split_once('/') {
+        Some((p, proto @ ("tcp" | "udp"))) => (p, proto),
+        Some(_) => return Err(bad()),
+        None => (s, "tcp"),
+    };
+    let (port, target) = match ports.split_once(':') {
+        Some((p, t)) => (p, Some(t)),
+        None => (ports, None),
+    };
+    let port: u32 = port.parse().map_err(|_| bad())?;
+    let target_port: u32 = match target {
+        Some(t) => t.parse().map_err(|_| bad())?,
+        None => 0,
+    };
+    Ok(pb::ServicePort {
+        protocol: protocol.into(),
+        port,
+        target_port,
+    })
 }
 
 fn describe_status(s: &tonic::Status) -> String {
@@ -116,6 +153,10 @@ pub async fn run(args: &ClientArgs, cmd: Command) -> Result<String, CommandError
                     ip,
                     mac,
                     ifname,
+                    service,
+                    resolv_conf,
+                    dns_search,
+                    dns_options,
                 } => {
                     let ep = c
                         .attach(pb::AttachRequest {
@@ -126,6 +167,10 @@ pub async fn run(args: &ClientArgs, cmd: Command) -> Result<String, CommandError
                             ip: ip.unwrap_or_default(),
                             mac: mac.unwrap_or_default(),
                             ifname: ifname.unwrap_or_default(),
+                            service: service.unwrap_or_default(),
+                            resolv_conf: resolv_conf.unwrap_or_default(),
+                            dns_search,
+                            dns_options,
                         })
                         .await?
                         .into_inner();
@@ -147,6 +192,22 @@ pub async fn run(args: &ClientArgs, cmd: Command) -> Result<String, CommandError
                         format!("{endpoint}\n")
                     }
                 }
+                EndpointCmd::Enable { endpoint, network } => {
+                    let req = pb::EndpointServiceRequest {
+                        endpoint,
+                        network: network.unwrap_or_default(),
+                    };
+                    let ep = c.enable(req).await?.into_inner();
+                    show(json, &ep, output::endpoint)
+                }
+                EndpointCmd::Disable { endpoint, network } => {
+                    let req = pb::EndpointServiceRequest {
+                        endpoint,
+                        network: network.unwrap_or_default(),
+                    };
+                    let ep = c.disable(req).await?.into_inner();
+                    show(json, &ep, output::endpoint)
+                }
                 EndpointCmd::Ls { network } => {
                     let list = c
                         .list(pb::ListEndpointsRequest {
@@ -159,6 +220,50 @@ pub async fn run(args: &ClientArgs, cmd: Command) -> Result<String, CommandError
                     } else {
                         output::endpoints(&list.endpoints)
                     }
+                }
+            }
+        }
+        Command::Service(sc) => {
+            let mut c = ServicesClient::new(ch);
+            match sc {
+                ServiceCmd::Create {
+                    name,
+                    networks,
+                    mode,
+                    ports,
+                    aliases,
+                } => {
+                    let ports = ports
+                        .iter()
+                        .map(|p| parse_port(p))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let req = pb::CreateServiceRequest {
+                        name,
+                        networks,
+                        mode,
+                        ports,
+                        aliases,
+                    };
+                    let s = c.create(req).await?.into_inner();
+                    show(json, &s, output::service)
+                }
+                ServiceCmd::Ls => {
+                    let l = c.list(pb::ListServicesRequest {}).await?.into_inner();
+                    show(json, l.services.as_slice(), output::services)
+                }
+                ServiceCmd::Inspect { service } => {
+                    let s = c
+                        .inspect(pb::InspectServiceRequest { service })
+                        .await?
+                        .into_inner();
+                    show(json, &s, output::service)
+                }
+                ServiceCmd::Rm { service } => {
+                    c.delete(pb::DeleteServiceRequest {
+                        service: service.clone(),
+                    })
+                    .await?;
+                    show(json, &service, |s| format!("{s}\n"))
                 }
             }
         }

@@ -58,6 +58,29 @@ impl DataplaneKind {
     }
 }
 
+/// Which service load balancer the agent uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LbChoice {
+    /// IPVS when the kernel has it, else nftables.
+    #[default]
+    Auto,
+    /// nftables maps in each client container (any kernel with nf_tables).
+    Nftables,
+    /// IPVS fwmark services in each client container.
+    Ipvs,
+}
+
+impl LbChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LbChoice::Auto => "auto",
+            LbChoice::Nftables => "nftables",
+            LbChoice::Ipvs => "ipvs",
+        }
+    }
+}
+
 /// Flags of `swarmnet agent`; each overrides the same key of the config file.
 #[derive(Args, Debug, Clone, Default, PartialEq)]
 pub struct AgentArgs {
@@ -122,6 +145,10 @@ pub struct AgentArgs {
     /// [default: kernel].
     #[arg(long, value_enum)]
     pub dataplane: Option<DataplaneKind>,
+    /// Service load balancer: auto (IPVS when the kernel has it, else nftables), nftables or
+    /// ipvs [default: auto].
+    #[arg(long, value_enum)]
+    pub lb: Option<LbChoice>,
     /// Pool new networks' subnets come from [default: 10.128.0.0/9].
     #[arg(long, value_name = "CIDR")]
     pub subnet_pool: Option<String>,
@@ -168,6 +195,7 @@ pub struct FileConfig {
     pub prefix: Option<String>,
     pub metrics_addr: Option<String>,
     pub dataplane: Option<DataplaneKind>,
+    pub lb: Option<LbChoice>,
     pub subnet_pool: Option<String>,
     pub subnet_prefix: Option<u8>,
     pub vni_pool: Option<String>,
@@ -269,6 +297,7 @@ pub struct AgentConfig {
     pub prefix: String,
     pub metrics_addr: Option<SocketAddr>,
     pub dataplane: DataplaneKind,
+    pub lb: LbChoice,
     pub pools: Pools,
     pub block_prefix: u8,
     pub settle: Duration,
@@ -439,6 +468,7 @@ impl AgentConfig {
             .map(|s| parse_metrics_addr(&s))
             .transpose()?;
         let dataplane = a.dataplane.or(f.dataplane).unwrap_or_default();
+        let lb = a.lb.or(f.lb).unwrap_or_default();
         let subnet_pool = match a.subnet_pool.clone().or(f.subnet_pool) {
             Some(s) => s
                 .parse::<Ipv4Network>()
@@ -508,6 +538,7 @@ impl AgentConfig {
             prefix,
             metrics_addr,
             dataplane,
+            lb,
             pools: Pools {
                 subnet_pool,
                 subnet_prefix,

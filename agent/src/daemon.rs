@@ -40,6 +40,8 @@ pub enum DaemonError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("load balancer: {0}")]
+    LoadBalancer(String),
     #[error("recovery: {0}")]
     Recover(#[from] crate::error::AgentError),
 }
@@ -59,6 +61,15 @@ pub async fn run(cfg: AgentConfig) -> Result<(), DaemonError> {
             Arc::new(NoDataplane)
         }
     };
+    let lb = match cfg.dataplane {
+        DataplaneKind::Kernel => {
+            Some(crate::lb::choose(cfg.lb).map_err(DaemonError::LoadBalancer)?)
+        }
+        DataplaneKind::None => None,
+    };
+    if let Some((l, note)) = &lb {
+        tracing::info!(lb = l.kind().as_str(), note = %note, "service load balancer");
+    }
     let underlay_mtu = match crate::host::mtu_of_address(cfg.data_path_addr).await {
         Ok(Some(m)) => m,
         Ok(None) => {
@@ -106,6 +117,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), DaemonError> {
         state_dir,
         local,
         underlay_mtu,
+        lb,
     );
     let _ = agent.refresh_host_routes().await;
     agent.recover().await?;

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,6 +29,15 @@ pub struct Metrics {
     pub gossip_bytes_out: Counter<u64, AtomicU64>,
     pub reconcile_runs: Counter<u64, AtomicU64>,
     pub reconcile_errors: Counter<u64, AtomicU64>,
+    /// Successful balancer programs of one container namespace.
+    pub lb_programs: Counter<u64, AtomicU64>,
+    /// Kernel changes those programs applied.
+    pub lb_changes: Counter<u64, AtomicU64>,
+    pub lb_errors: Counter<u64, AtomicU64>,
+    /// Conntrack entries deleted for removed backends.
+    pub lb_conntrack_flushed: Counter<u64, AtomicU64>,
+    /// 1, labelled with the balancer in use.
+    pub lb_info: Family<Vec<(String, String)>, Gauge>,
     /// Last gossip byte totals seen (counters only move forward by the difference).
     last_bytes: Mutex<(u64, u64)>,
 }
@@ -44,10 +54,40 @@ impl Default for Metrics {
             gossip_bytes_out: Counter::default(),
             reconcile_runs: Counter::default(),
             reconcile_errors: Counter::default(),
+            lb_programs: Counter::default(),
+            lb_changes: Counter::default(),
+            lb_errors: Counter::default(),
+            lb_conntrack_flushed: Counter::default(),
+            lb_info: Family::default(),
             last_bytes: Mutex::new((0, 0)),
             registry: Registry::default(),
         };
         registry.register("members", "Other nodes that are up", m.members.clone());
+        registry.register(
+            "lb_programs",
+            "Balancer programs of one container namespace",
+            m.lb_programs.clone(),
+        );
+        registry.register(
+            "lb_changes",
+            "Kernel changes applied by balancer programs",
+            m.lb_changes.clone(),
+        );
+        registry.register(
+            "lb_errors",
+            "Failed balancer programs (retried)",
+            m.lb_errors.clone(),
+        );
+        registry.register(
+            "lb_conntrack_flushed",
+            "Conntrack entries deleted for removed backends",
+            m.lb_conntrack_flushed.clone(),
+        );
+        registry.register(
+            "load_balancer",
+            "The service load balancer in use (label kind)",
+            m.lb_info.clone(),
+        );
         registry.register("endpoints", "Endpoints on this node", m.endpoints.clone());
         registry.register(
             "networks",

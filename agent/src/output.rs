@@ -114,7 +114,100 @@ pub fn endpoint(e: &pb::Endpoint) -> String {
     if !e.aliases.is_empty() {
         kv("Aliases:", e.aliases.join(", "));
     }
+    if !e.service_id.is_empty() {
+        let name = if e.service_name.is_empty() {
+            e.service_id.clone()
+        } else {
+            e.service_name.clone()
+        };
+        kv(
+            "Service:",
+            format!("{name}{}", if e.disabled { " (draining)" } else { "" }),
+        );
+    }
+    if !e.dns_server.is_empty() {
+        kv("DNS:", e.dns_server.clone());
+    }
     s
+}
+
+fn ports_text(ports: &[pb::ServicePort]) -> String {
+    if ports.is_empty() {
+        return "all".into();
+    }
+    ports
+        .iter()
+        .map(|p| {
+            if p.target_port == p.port || p.target_port == 0 {
+                format!("{}/{}", p.port, p.protocol)
+            } else {
+                format!("{}:{}/{}", p.port, p.target_port, p.protocol)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn services(list: &[pb::Service]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.id[..s.id.len().min(12)].to_string(),
+                s.mode.clone(),
+                s.vips
+                    .iter()
+                    .map(|v| format!("{}@{}", v.vip, v.network_name))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                ports_text(&s.ports),
+            ]
+        })
+        .collect();
+    table(&["NAME", "ID", "MODE", "VIPS", "PORTS"], &rows)
+}
+
+pub fn service(s: &pb::Service) -> String {
+    let mut out = String::new();
+    let mut kv = |k: &str, v: String| out.push_str(&format!("{k:<9} {v}\n"));
+    kv("Name:", s.name.clone());
+    kv("ID:", s.id.clone());
+    kv("Mode:", s.mode.clone());
+    if s.mode == "vip" {
+        kv("Ports:", ports_text(&s.ports));
+    }
+    for v in &s.vips {
+        kv("VIP:", format!("{} on {}", v.vip, v.network_name));
+    }
+    if !s.aliases.is_empty() {
+        kv("Aliases:", s.aliases.join(", "));
+    }
+    if !s.backends.is_empty() {
+        let rows: Vec<Vec<String>> = s
+            .backends
+            .iter()
+            .map(|b| {
+                vec![
+                    b.endpoint_name.clone(),
+                    b.ip.clone(),
+                    b.network_name.clone(),
+                    if b.node_name.is_empty() {
+                        b.node_id.clone()
+                    } else {
+                        b.node_name.clone()
+                    },
+                    if b.disabled { "draining" } else { "active" }.into(),
+                ]
+            })
+            .collect();
+        out.push_str("Backends (on the networks this agent is on):\n");
+        out.push_str(&table(
+            &["ENDPOINT", "IP", "NETWORK", "NODE", "STATE"],
+            &rows,
+        ));
+    }
+    out
 }
 
 pub fn members(list: &[pb::Member]) -> String {
@@ -151,6 +244,12 @@ pub fn status(s: &pb::StatusResponse) -> String {
     kv("Networks:", s.networks.to_string());
     kv("Local endpoints:", s.local_endpoints.to_string());
     kv("Dataplane:", s.dataplane.clone());
+    if !s.load_balancer.is_empty() {
+        kv(
+            "Load balancer:",
+            format!("{} ({})", s.load_balancer, s.load_balancer_note),
+        );
+    }
     kv(
         "Reconciles:",
         format!("{} ({} with errors)", s.reconcile_runs, s.reconcile_errors),

@@ -9,7 +9,7 @@ use networkdb::runtime::WatchEvent;
 use tokio::sync::watch;
 
 use crate::node::Agent;
-use crate::records::{ENDPOINTS, IPAM, NETWORKS, NODES, PEERS};
+use crate::records::{ENDPOINTS, IPAM, NETWORKS, NODES, PEERS, SERVICES};
 
 /// Changes arriving within this window are handled by one run.
 pub const DEBOUNCE: Duration = Duration::from_millis(20);
@@ -28,7 +28,7 @@ pub async fn watch_tables(agent: Arc<Agent>) {
             WatchEvent::Entry(e) => {
                 matches!(
                     e.table.as_str(),
-                    NETWORKS | PEERS | ENDPOINTS | IPAM | NODES
+                    NETWORKS | PEERS | ENDPOINTS | IPAM | NODES | SERVICES
                 )
             }
             WatchEvent::Reset | WatchEvent::Member(_) => true,
@@ -61,8 +61,11 @@ pub async fn run_once(agent: &Agent) {
     if let Err(e) = agent.repair_networks().await {
         tracing::warn!(error = %e, "network conflict repair");
     }
-    for net in agent.local().networks.keys() {
-        if let Err(e) = agent.maintain_ipam(net).await {
+    if let Err(e) = agent.release_deleted_services().await {
+        tracing::warn!(error = %e, "releasing VIPs of deleted services");
+    }
+    for net in agent.local().held_networks() {
+        if let Err(e) = agent.maintain_ipam(&net).await {
             tracing::warn!(network = %net, error = %e, "address block maintenance");
         }
     }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use networkdb::NodeId;
 use serde::{Deserialize, Serialize};
 
-use crate::records::NetworkDef;
+use crate::records::{NetworkDef, ServiceDef};
 
 /// One endpoint this node created.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +35,15 @@ pub struct LocalEndpoint {
     pub ifname: String,
     pub netns: PathBuf,
     pub mtu: u32,
+    /// Id of the service this endpoint backs.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// Draining (see [`crate::records::EndpointRecord::disabled`]).
+    #[serde(default)]
+    pub disabled: bool,
+    /// resolv.conf written for the container (removed on detach).
+    #[serde(default)]
+    pub resolv_conf: Option<PathBuf>,
 }
 
 /// Everything this node owns.
@@ -52,9 +61,38 @@ pub struct LocalState {
     /// restart, so that a cluster whose nodes all restart keeps its networks.
     #[serde(default)]
     pub created: BTreeMap<String, NetworkDef>,
+    /// Services this node created (and has not seen deleted): re-announced after a restart;
+    /// their VIPs are addresses of this node's blocks.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceDef>,
+    /// Networks this node holds VIPs on (keeps their gossip and block claims even without
+    /// local endpoints): a copy of the definition as it was when the first VIP was taken.
+    #[serde(default)]
+    pub vip_networks: BTreeMap<String, NetworkDef>,
 }
 
 impl LocalState {
+    /// Definition of a network this node holds addresses on (endpoints or VIPs).
+    pub fn held_network(&self, id: &str) -> Option<&NetworkDef> {
+        self.networks.get(id).or_else(|| self.vip_networks.get(id))
+    }
+
+    /// Ids of the networks this node holds addresses on.
+    pub fn held_networks(&self) -> std::collections::BTreeSet<String> {
+        self.networks
+            .keys()
+            .chain(self.vip_networks.keys())
+            .cloned()
+            .collect()
+    }
+
+    /// VIPs this node holds on `net`.
+    pub fn vips_on<'a>(&'a self, net: &'a str) -> impl Iterator<Item = Ipv4Addr> + 'a {
+        self.services
+            .values()
+            .filter_map(move |s| s.vips.get(net).copied())
+    }
+
     /// Local endpoint count per network id.
     pub fn endpoint_counts(&self) -> BTreeMap<String, u32> {
         let mut out = BTreeMap::new();
@@ -204,6 +242,9 @@ mod tests {
                 ifname: "eth0".into(),
                 netns: "/var/run/netns/c1".into(),
                 mtu: 1450,
+                service: None,
+                disabled: false,
+                resolv_conf: None,
             },
         );
         st.claims

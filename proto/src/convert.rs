@@ -126,6 +126,12 @@ pub struct AttachSpec {
     pub mac: Option<[u8; 6]>,
     /// Interface name in the container (default `eth0`).
     pub ifname: String,
+    /// Service name or id this endpoint backs.
+    pub service: Option<String>,
+    /// resolv.conf the agent writes for the container.
+    pub resolv_conf: Option<PathBuf>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
 }
 
 /// Interface name used in the container when the request gives none.
@@ -180,6 +186,34 @@ impl TryFrom<pb::AttachRequest> for AttachSpec {
             }
             r.ifname
         };
+        let service = if r.service.is_empty() {
+            None
+        } else {
+            Some(r.service)
+        };
+        let resolv_conf = if r.resolv_conf.is_empty() {
+            None
+        } else {
+            let p = PathBuf::from(&r.resolv_conf);
+            if !p.is_absolute() {
+                return Err(FieldError::new(
+                    "resolv_conf",
+                    format!("{} is not an absolute path", r.resolv_conf),
+                ));
+            }
+            Some(p)
+        };
+        for d in &r.dns_search {
+            validate_name("dns_search", d)?;
+        }
+        for o in &r.dns_options {
+            if o.is_empty() || o.len() > 64 || o.bytes().any(|b| b.is_ascii_whitespace()) {
+                return Err(FieldError::new(
+                    "dns_options",
+                    format!("{o:?} is not a resolv.conf option (1..=64 characters, no spaces)"),
+                ));
+            }
+        }
         Ok(AttachSpec {
             network: r.network,
             netns,
@@ -188,6 +222,10 @@ impl TryFrom<pb::AttachRequest> for AttachSpec {
             ip,
             mac,
             ifname,
+            service,
+            resolv_conf,
+            dns_search: r.dns_search,
+            dns_options: r.dns_options,
         })
     }
 }
@@ -202,6 +240,172 @@ impl From<&AttachSpec> for pb::AttachRequest {
             ip: a.ip.map(|i| i.to_string()).unwrap_or_default(),
             mac: a.mac.map(|m| format_mac(&m)).unwrap_or_default(),
             ifname: a.ifname.clone(),
+            service: a.service.clone().unwrap_or_default(),
+            resolv_conf: a
+                .resolv_conf
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            dns_search: a.dns_search.clone(),
+            dns_options: a.dns_options.clone(),
+        }
+    }
+}
+
+/// Service mode in requests: `vip` or `dnsrr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceModeArg {
+    Vip,
+    Dnsrr,
+}
+
+impl ServiceModeArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceModeArg::Vip => "vip",
+            ServiceModeArg::Dnsrr => "dnsrr",
+        }
+    }
+}
+
+/// A validated service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortSpec {
+    /// True for UDP, false for TCP.
+    pub udp: bool,
+    pub port: u16,
+    pub target: u16,
+}
+
+/// Most ports one service may have.
+pub const MAX_PORTS: usize = 64;
+
+/// A validated `CreateServiceRequest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRequest {
+    pub name: String,
+    /// Network names or ids, deduplicated, in request order.
+    pub networks: Vec<String>,
+    pub mode: ServiceModeArg,
+    /// Sorted, unique by (protocol, port).
+    pub ports: Vec<PortSpec>,
+    pub aliases: Vec<String>,
+}
+
+impl TryFrom<pb::CreateServiceRequest> for ServiceRequest {
+    type Error = FieldError;
+
+    fn try_from(r: pb::CreateServiceRequest) -> Result<Self, FieldError> {
+        validate_name("name", &r.name)?;
+        if r.networks.is_empty() {
+            return Err(FieldError::new(
+                "networks",
+                "required (at least one network name or id)",
+            ));
+        }
+        let mut networks: Vec<String> = Vec::new();
+        for n in r.networks {
+            if n.is_empty() {
+                return Err(FieldError::new("networks", "an empty network name"));
+            }
+            if !networks.contains(&n) {
+                networks.push(n);
+            }
+        }
+        let mode = match r.mode.as_str() {
+            "" | "vip" => ServiceModeArg::Vip,
+            "dnsrr" => ServiceModeArg::Dnsrr,
+            other => {
+                return Err(FieldError::new(
+                    "mode",
+                    format!("{other:?} is not a mode: use \"vip\" or \"dnsrr\""),
+                ));
+            }
+        };
+        if r.ports.len() > MAX_PORTS {
+            return Err(FieldError::new(
+                "ports",
+                format!("{} given, at most {MAX_PORTS}", r.ports.len()),
+            ));
+        }
+        if mode == ServiceModeArg::Dnsrr && !r.ports.is_empty() {
+            return Err(FieldError::new(
+                "ports",
+                "dnsrr services have no VIP to balance: give no ports (clients connect to the backends' own ports)",
+            ));
+        }
+        let mut ports = Vec::new();
+        for p in &r.ports {
+            let udp = match p.protocol.as_str() {
+                "" | "tcp" => false,
+                "udp" => true,
+                other => {
+                    return Err(FieldError::new(
+                        "ports.protocol",
+                        format!("{other:?} is not a protocol: use \"tcp\" or \"udp\""),
+                    ));
+                }
+            };
+            let port = u16::try_from(p.port)
+                .ok()
+                .filter(|v| *v != 0)
+                .ok_or_else(|| {
+                    FieldError::new("ports.port", format!("{} is outside 1..=65535", p.port))
+                })?;
+            let target = match p.target_port {
+                0 => port,
+                t => u16::try_from(t).map_err(|_| {
+                    FieldError::new("ports.target_port", format!("{t} is outside 1..=65535"))
+                })?,
+            };
+            let spec = PortSpec { udp, port, target };
+            if ports
+                .iter()
+                .any(|q: &PortSpec| q.udp == udp && q.port == port)
+            {
+                return Err(FieldError::new(
+                    "ports",
+                    format!("{}/{} given twice", port, if udp { "udp" } else { "tcp" }),
+                ));
+            }
+            ports.push(spec);
+        }
+        ports.sort();
+        if r.aliases.len() > MAX_ALIASES {
+            return Err(FieldError::new(
+                "aliases",
+                format!("{} given, at most {MAX_ALIASES}", r.aliases.len()),
+            ));
+        }
+        for a in &r.aliases {
+            validate_name("aliases", a)?;
+        }
+        Ok(ServiceRequest {
+            name: r.name,
+            networks,
+            mode,
+            ports,
+            aliases: r.aliases,
+        })
+    }
+}
+
+impl From<&ServiceRequest> for pb::CreateServiceRequest {
+    fn from(s: &ServiceRequest) -> Self {
+        pb::CreateServiceRequest {
+            name: s.name.clone(),
+            networks: s.networks.clone(),
+            mode: s.mode.as_str().to_string(),
+            ports: s
+                .ports
+                .iter()
+                .map(|p| pb::ServicePort {
+                    protocol: if p.udp { "udp" } else { "tcp" }.to_string(),
+                    port: p.port.into(),
+                    target_port: p.target.into(),
+                })
+                .collect(),
+            aliases: s.aliases.clone(),
         }
     }
 }

@@ -14,4 +14,6 @@ pub mod pb {
     tonic::include_proto!("swarmnet.v1");
 }
 
-pub use convert::{AttachSpec, FieldError, NetworkRequest};
+pub use convert::{
+    AttachSpec, FieldError, NetworkRequest, PortSpec, ServiceModeArg, ServiceRequest,
+};

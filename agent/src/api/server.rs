@@ -8,6 +8,7 @@ use proto::pb::cluster_server::ClusterServer;
 use proto::pb::debug_server::DebugServer;
 use proto::pb::endpoints_server::EndpointsServer;
 use proto::pb::networks_server::NetworksServer;
+use proto::pb::services_server::ServicesServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
@@ -84,6 +85,7 @@ fn router(api: &Api, builder: Server) -> tonic::transport::server::Router {
         .add_service(ClusterServer::new(api.clone()))
         .add_service(NetworksServer::new(api.clone()))
         .add_service(EndpointsServer::new(api.clone()))
+        .add_service(ServicesServer::new(api.clone()))
         .add_service(DebugServer::new(api.clone()))
 }
 

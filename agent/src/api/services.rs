@@ -7,7 +7,8 @@ use proto::pb::cluster_server::Cluster;
 use proto::pb::debug_server::Debug;
 use proto::pb::endpoints_server::Endpoints;
 use proto::pb::networks_server::Networks;
-use proto::{AttachSpec, FieldError, NetworkRequest};
+use proto::pb::services_server::Services;
+use proto::{AttachSpec, FieldError, NetworkRequest, ServiceRequest};
 use tonic::{Request, Response, Status};
 
 use crate::node::Agent;
@@ -95,6 +96,47 @@ impl Endpoints for Api {
         ok(pb::ListEndpointsResponse {
             endpoints: self.agent.list_endpoints(&r.into_inner().network).await?,
         })
+    }
+
+    async fn enable(&self, r: Request<pb::EndpointServiceRequest>) -> R<pb::Endpoint> {
+        let r = r.into_inner();
+        ok(self
+            .agent
+            .set_endpoint_disabled(&r.endpoint, &r.network, false)
+            .await?)
+    }
+
+    async fn disable(&self, r: Request<pb::EndpointServiceRequest>) -> R<pb::Endpoint> {
+        let r = r.into_inner();
+        ok(self
+            .agent
+            .set_endpoint_disabled(&r.endpoint, &r.network, true)
+            .await?)
+    }
+}
+
+#[tonic::async_trait]
+impl Services for Api {
+    async fn create(&self, r: Request<pb::CreateServiceRequest>) -> R<pb::Service> {
+        let req = ServiceRequest::try_from(r.into_inner())?;
+        let svc = self.agent.create_service(req).await?;
+        ok(self.agent.service_pb(&svc, false).await?)
+    }
+
+    async fn delete(&self, r: Request<pb::DeleteServiceRequest>) -> R<pb::DeleteServiceResponse> {
+        self.agent.delete_service(&r.into_inner().service).await?;
+        ok(pb::DeleteServiceResponse {})
+    }
+
+    async fn list(&self, _: Request<pb::ListServicesRequest>) -> R<pb::ListServicesResponse> {
+        ok(pb::ListServicesResponse {
+            services: self.agent.list_services().await?,
+        })
+    }
+
+    async fn inspect(&self, r: Request<pb::InspectServiceRequest>) -> R<pb::Service> {
+        let svc = self.agent.find_service(&r.into_inner().service).await?;
+        ok(self.agent.service_pb(&svc, true).await?)
     }
 }
 

@@ -86,6 +86,7 @@ fn endpoint_attach_collects_repeated_aliases() {
         ip,
         mac,
         ifname,
+        ..
     }) = c.command
     else {
         panic!()
@@ -199,4 +200,58 @@ fn help_explains_every_command() {
     ] {
         assert!(help.contains(word), "{word} missing from --help");
     }
+}
+
+#[test]
+fn service_create_takes_networks_ports_and_mode() {
+    let c = Cli::try_parse_from([
+        "swarmnet",
+        "service",
+        "create",
+        "web",
+        "--network",
+        "blue",
+        "--network",
+        "red",
+        "--port",
+        "80:8080/tcp",
+        "--port",
+        "53/udp",
+        "--mode",
+        "vip",
+    ])
+    .unwrap();
+    let Command::Service(crate::cli::ServiceCmd::Create {
+        name,
+        networks,
+        mode,
+        ports,
+        ..
+    }) = c.command
+    else {
+        panic!()
+    };
+    assert_eq!((name.as_str(), mode.as_str()), ("web", "vip"));
+    assert_eq!(networks, ["blue", "red"]);
+    let parsed: Vec<_> = ports
+        .iter()
+        .map(|p| crate::commands::parse_port(p).unwrap())
+        .collect();
+    assert_eq!((parsed[0].port, parsed[0].target_port), (80, 8080));
+    assert_eq!((parsed[1].protocol.as_str(), parsed[1].port), ("udp", 53));
+    assert!(crate::commands::parse_port("80/sctp").is_err());
+    assert!(crate::commands::parse_port("x:1").is_err());
+    assert!(
+        Cli::try_parse_from([
+            "swarmnet",
+            "service",
+            "create",
+            "web",
+            "--mode",
+            "rr",
+            "--network",
+            "b"
+        ])
+        .is_err()
+    );
 }

@@ -15,6 +15,10 @@ use std::fmt::Debug;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+mod choose;
+
+pub use choose::choose;
+
 use crate::records::ServicePort;
 
 /// Desired balancing state of one container namespace.

@@ -47,6 +47,12 @@ impl Agent {
             reconcile_runs: self.metrics.reconcile_runs.get(),
             reconcile_errors: self.metrics.reconcile_errors.get(),
             join_state: self.join_state(),
+            load_balancer: self
+                .lb
+                .as_ref()
+                .map(|l| l.kind().as_str().to_string())
+                .unwrap_or_default(),
+            load_balancer_note: self.lb_note.clone(),
         })
     }
 

@@ -114,7 +114,10 @@ impl Agent {
             self.adopt_kernel_peers(&mut d).await;
         }
         self.metrics.reconcile_runs.inc();
-        match self.dataplane.reconcile(&d).await {
+        let result = self.dataplane.reconcile(&d).await;
+        // After the overlay, so that new containers' interfaces exist.
+        self.reconcile_lb().await;
+        match result {
             Ok(report) => {
                 if !report.is_ok() {
                     self.metrics.reconcile_errors.inc();

@@ -13,7 +13,7 @@ use super::{Agent, now_ms};
 use crate::error::{AgentError, Result};
 use crate::ipam::{self, Alloc, Claim, Input, Layout, RequestError};
 use crate::records::{
-    self, BlockClaim, ENDPOINTS, EndpointRecord, IPAM, NetworkDef, PEERS, PeerRecord,
+    self, BlockClaim, ENDPOINTS, EndpointRecord, IPAM, NetworkDef, PEERS, PeerRecord, ServiceDef,
 };
 use crate::state::LocalEndpoint;
 
@@ -83,15 +83,18 @@ impl Agent {
                 u.macs.entry(r.mac).or_insert_with(|| e.key.clone());
             }
         }
-        for ep in self
-            .local()
-            .endpoints
-            .values()
-            .filter(|e| e.network == net_id)
-        {
+        let local = self.local();
+        for ep in local.endpoints.values().filter(|e| e.network == net_id) {
             u.holders.insert(ep.ip, ep.name.clone());
             u.macs.insert(ep.mac, ep.name.clone());
             u.names.insert(ep.name.clone(), (ep.id.clone(), self.id));
+        }
+        // VIPs: every service's (as far as gossip has told), and this node's own for sure.
+        for s in self.services().await?.iter().chain(local.services.values()) {
+            if let Some(vip) = s.vips.get(net_id) {
+                u.holders
+                    .insert(*vip, format!("the VIP of service {}", s.name));
+            }
         }
         Ok(u)
     }
@@ -157,9 +160,13 @@ impl Agent {
         }
     }
 
-    /// An address for a new endpoint on `def`: the requested one (checked), or one from this
-    /// node's blocks (claiming and waiting for a block when needed).
-    async fn allocate_ip(&self, def: &NetworkDef, requested: Option<Ipv4Addr>) -> Result<Ipv4Addr> {
+    /// An address for a new endpoint or VIP on `def`: the requested one (checked), or one
+    /// from this node's blocks (claiming and waiting for a block when needed).
+    pub(super) async fn allocate_ip(
+        &self,
+        def: &NetworkDef,
+        requested: Option<Ipv4Addr>,
+    ) -> Result<Ipv4Addr> {
         let layout = self.layout(def);
         if let Some(ip) = requested {
             let u = self.usage(&def.id).await?;
@@ -206,7 +213,7 @@ impl Agent {
     /// Called after every attach and by the reconciler.
     pub async fn maintain_ipam(&self, net_id: &str) -> Result<()> {
         let local = self.local();
-        let Some(def) = local.networks.get(net_id) else {
+        let Some(def) = local.held_network(net_id) else {
             return Ok(());
         };
         let layout = self.layout(def);
@@ -218,6 +225,7 @@ impl Agent {
             .values()
             .filter(|e| e.network == net_id)
             .map(|e| e.ip)
+            .chain(local.vips_on(net_id))
             .collect();
         for block in input.releasable(&local_ips) {
             tracing::info!(network = %def.name, %block, "withdrawing a block claim that lost");
@@ -245,8 +253,8 @@ impl Agent {
             mac: ep.mac,
             network: ep.network.clone(),
             node: self.id,
-            disabled: false,
-            service: None,
+            disabled: ep.disabled,
+            service: ep.service.clone(),
         };
         self.db
             .put(&ep.network, PEERS, &ep.id, records::encode(&peer))
@@ -280,6 +288,10 @@ impl Agent {
                 def.name
             )));
         }
+        let service = match &spec.service {
+            Some(s) => Some(self.service_for_attach(s, &def).await?),
+            None => None,
+        };
         let local = self.local();
         // A network already in use here keeps the definition it was set up with.
         let def = match local.networks.get(&def.id) {
@@ -313,16 +325,12 @@ impl Agent {
             })?;
             self.db.join_network(&def.id).await?;
         }
-        let result = self.attach_on(&def, &spec, joined).await;
+        let result = self.attach_on(&def, &spec, joined, service.as_ref()).await;
         if result.is_err() && joined {
             // Nothing of ours is on the network: leave it as it was.
             let none_left = !self.local().endpoints.values().any(|e| e.network == def.id);
             if none_left {
-                self.update_local(|s| {
-                    s.networks.remove(&def.id);
-                    s.claims.remove(&def.id);
-                })?;
-                self.db.leave_network(&def.id).await?;
+                self.release_network(&def.id).await?;
                 self.dirty.notify_one();
             }
         }
@@ -334,6 +342,7 @@ impl Agent {
         def: &NetworkDef,
         spec: &AttachSpec,
         just_joined: bool,
+        service: Option<&ServiceDef>,
     ) -> Result<pb::Endpoint> {
         if just_joined && spec.ip.is_some() {
             // The network's tables arrive by anti-entropy right after the join: give them the
@@ -370,6 +379,9 @@ impl Agent {
             ifname: spec.ifname.clone(),
             netns: spec.netns.clone(),
             mtu: self.mtu_for(def),
+            service: service.map(|s| s.id.clone()),
+            disabled: false,
+            resolv_conf: spec.resolv_conf.clone(),
         };
         self.update_local(|s| {
             s.endpoints.insert(ep.id.clone(), ep.clone());
@@ -390,7 +402,10 @@ impl Agent {
             tracing::warn!(network = %def.name, error = %e, "claiming the next block");
         }
         tracing::info!(endpoint = %ep.name, id = %ep.id, network = %def.name, %ip, "attached");
-        Ok(self.endpoint_pb(&ep, def))
+        let mut pb = self.endpoint_pb(&ep, def);
+        self.fill_service_names(std::slice::from_mut(&mut pb))
+            .await?;
+        Ok(pb)
     }
 
     /// Reconcile now and fail if an operation for `ep` (or its sandbox) failed.
@@ -479,16 +494,11 @@ impl Agent {
             .any(|e| e.network == ep.network && e.id != ep.id);
         self.update_local(|s| {
             s.endpoints.remove(&ep.id);
-            if last {
-                s.networks.remove(&ep.network);
-                s.claims.remove(&ep.network);
-            }
         })?;
         self.db.delete(&ep.network, PEERS, &ep.id).await?;
         self.db.delete(&ep.network, ENDPOINTS, &ep.id).await?;
         if last {
-            // Tombstones our claims too; other nodes' entries are hidden here.
-            self.db.leave_network(&ep.network).await?;
+            self.release_network(&ep.network).await?;
         }
         self.publish_node().await?;
         if let Err(e) = self.reconcile_now().await {
@@ -498,7 +508,7 @@ impl Agent {
         Ok(())
     }
 
-    fn endpoint_pb(&self, ep: &LocalEndpoint, def: &NetworkDef) -> pb::Endpoint {
+    pub(super) fn endpoint_pb(&self, ep: &LocalEndpoint, def: &NetworkDef) -> pb::Endpoint {
         pb::Endpoint {
             id: ep.id.clone(),
             name: ep.name.clone(),
@@ -511,9 +521,29 @@ impl Agent {
             ifname: ep.ifname.clone(),
             netns: ep.netns.display().to_string(),
             mtu: ep.mtu,
-            disabled: false,
+            disabled: ep.disabled,
             local: true,
+            service_id: ep.service.clone().unwrap_or_default(),
+            service_name: String::new(),
+            dns_server: String::new(),
         }
+    }
+
+    /// The last local endpoint of `net_id` is gone: drop the sandbox from local state, and,
+    /// unless this node holds VIPs there, its block claims and its membership of the network
+    /// (which tombstones our claims; other nodes' entries are hidden here).
+    pub(super) async fn release_network(&self, net_id: &str) -> Result<()> {
+        let keep = self.local().vip_networks.contains_key(net_id);
+        self.update_local(|s| {
+            s.networks.remove(net_id);
+            if !keep {
+                s.claims.remove(net_id);
+            }
+        })?;
+        if !keep {
+            self.db.leave_network(net_id).await?;
+        }
+        Ok(())
     }
 
     /// ListEndpoints: local endpoints, and the other nodes' endpoints of networks this node
@@ -578,11 +608,15 @@ impl Agent {
                         mtu: 0,
                         disabled: r.disabled,
                         local: false,
+                        service_id: r.service.unwrap_or_default(),
+                        service_name: String::new(),
+                        dns_server: String::new(),
                     });
                 }
             }
         }
         out.sort_by(|a, b| (&a.network_name, &a.name).cmp(&(&b.network_name, &b.name)));
+        self.fill_service_names(&mut out).await?;
         Ok(out)
     }
 }

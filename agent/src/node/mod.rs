@@ -7,10 +7,12 @@
 //! that a failed attach is reported to the caller (and rolled back) instead of retried
 //! silently.
 
+mod balancing;
 mod cluster;
 mod desired;
 mod endpoints;
 mod networks;
+mod services;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +25,7 @@ use tokio::sync::Notify;
 use crate::config::AgentConfig;
 use crate::dataplane::Dataplane;
 use crate::error::Result;
+use crate::lb::{LbSpec, LoadBalancer};
 use crate::metrics::Metrics;
 use crate::records::{self, NODES, NetworkDef, NodeRecord};
 use crate::state::{LocalState, StateDir};
@@ -60,6 +63,12 @@ pub struct Agent {
     join_state: Mutex<String>,
     /// Host routes read at start (refreshed on every network creation).
     host_routes: Mutex<Vec<ipnetwork::Ipv4Network>>,
+    /// The service load balancer (None without a dataplane).
+    pub lb: Option<Arc<dyn LoadBalancer>>,
+    /// Why this balancer (shown in status).
+    pub lb_note: String,
+    /// Last spec programmed per container namespace, and when (see [`balancing`]).
+    lb_done: tokio::sync::Mutex<BTreeMap<std::path::PathBuf, (LbSpec, Instant)>>,
 }
 
 /// Wall-clock milliseconds since the UNIX epoch.
@@ -71,6 +80,7 @@ pub fn now_ms() -> u64 {
 
 impl Agent {
     /// An agent over a started networkdb node. Call [`Agent::recover`] next.
+    #[allow(clippy::too_many_arguments)] // called once, by the daemon
     pub fn new(
         cfg: AgentConfig,
         id: NodeId,
@@ -79,7 +89,12 @@ impl Agent {
         state_dir: StateDir,
         local: LocalState,
         underlay_mtu: u32,
+        lb: Option<(Arc<dyn LoadBalancer>, String)>,
     ) -> Arc<Self> {
+        let (lb, lb_note) = match lb {
+            Some((lb, note)) => (Some(lb), note),
+            None => (None, "no dataplane: no load balancing".to_string()),
+        };
         let adopt = if local.networks.is_empty() {
             Duration::ZERO
         } else {
@@ -103,6 +118,9 @@ impl Agent {
             adopt_until: Instant::now() + adopt,
             join_state: Mutex::new(String::new()),
             host_routes: Mutex::new(Vec::new()),
+            lb,
+            lb_note,
+            lb_done: tokio::sync::Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -224,6 +242,7 @@ impl Agent {
             }
             tracing::info!(network = %def.name, id = %net_id, "re-announced local endpoints");
         }
+        self.recover_services().await?;
         if !local.endpoints.is_empty() {
             tracing::info!(
                 endpoints = local.endpoints.len(),

@@ -146,6 +146,10 @@ prop_compose! {
             ip: ip.map(Ipv4Addr::from),
             mac,
             ifname,
+            service: None,
+            resolv_conf: None,
+            dns_search: Vec::new(),
+            dns_options: Vec::new(),
         }
     }
 }
@@ -177,4 +181,89 @@ proptest! {
         let _ = parse_ipv4("ip", &s);
         let _ = validate_name("name", &s);
     }
+}
+
+fn service_req(mode: &str, ports: Vec<pb::ServicePort>) -> pb::CreateServiceRequest {
+    pb::CreateServiceRequest {
+        name: "web".into(),
+        networks: vec!["blue".into(), "blue".into(), "red".into()],
+        mode: mode.into(),
+        ports,
+        aliases: vec!["www".into()],
+    }
+}
+
+fn port(protocol: &str, port: u32, target_port: u32) -> pb::ServicePort {
+    pb::ServicePort {
+        protocol: protocol.into(),
+        port,
+        target_port,
+    }
+}
+
+#[test]
+fn a_service_request_defaults_to_vip_tcp_and_the_same_target_port() {
+    let r = ServiceRequest::try_from(service_req(
+        "",
+        vec![port("", 80, 0), port("udp", 53, 5353)],
+    ))
+    .unwrap();
+    assert_eq!(r.mode, ServiceModeArg::Vip);
+    assert_eq!(r.networks, vec!["blue".to_string(), "red".to_string()]);
+    assert_eq!(
+        r.ports,
+        vec![
+            PortSpec {
+                udp: false,
+                port: 80,
+                target: 80
+            },
+            PortSpec {
+                udp: true,
+                port: 53,
+                target: 5353
+            },
+        ]
+    );
+    let back = ServiceRequest::try_from(pb::CreateServiceRequest::from(&r)).unwrap();
+    assert_eq!(back, r);
+}
+
+#[test]
+fn invalid_service_requests_name_the_field() {
+    let field = |r: pb::CreateServiceRequest| ServiceRequest::try_from(r).unwrap_err().field;
+    assert_eq!(field(service_req("rr", vec![])), "mode");
+    assert_eq!(
+        field(service_req("vip", vec![port("sctp", 80, 0)])),
+        "ports.protocol"
+    );
+    assert_eq!(
+        field(service_req("vip", vec![port("tcp", 0, 0)])),
+        "ports.port"
+    );
+    assert_eq!(
+        field(service_req("vip", vec![port("tcp", 70000, 0)])),
+        "ports.port"
+    );
+    assert_eq!(
+        field(service_req("vip", vec![port("tcp", 80, 70000)])),
+        "ports.target_port"
+    );
+    assert_eq!(
+        field(service_req(
+            "vip",
+            vec![port("tcp", 80, 0), port("", 80, 81)]
+        )),
+        "ports"
+    );
+    assert_eq!(
+        field(service_req("dnsrr", vec![port("tcp", 80, 0)])),
+        "ports"
+    );
+    let mut r = service_req("vip", vec![]);
+    r.networks.clear();
+    assert_eq!(field(r), "networks");
+    let mut r = service_req("vip", vec![]);
+    r.name = "-bad".into();
+    assert_eq!(field(r), "name");
 }

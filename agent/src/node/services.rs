@@ -1,0 +1,468 @@
+//! Services: create (VIPs from this node's address blocks), delete, list, inspect; the
+//! service membership of endpoints (attach with a service, enable/disable = drain); the
+//! release of VIPs of services deleted elsewhere.
+//!
+//! A VIP is an address of one of the creator's blocks on that network, so the creator keeps
+//! the network's gossip and its block claims (`LocalState::vip_networks`) for as long as the
+//! service lives, even with no endpoint of its own there.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use networkdb::CLUSTER;
+use proto::{FieldError, ServiceModeArg, ServiceRequest, pb};
+
+use super::{Agent, now_ms};
+use crate::error::{AgentError, Result};
+use crate::records::{
+    self, ENDPOINTS, EndpointRecord, NetworkDef, Protocol, SERVICES, ServiceDef, ServiceMode,
+    ServicePort,
+};
+
+/// A service created less than this long ago is never taken for deleted by the VIP release
+/// pass (its table entry may not be visible yet).
+const RELEASE_GRACE: Duration = Duration::from_secs(10);
+
+fn random_id() -> String {
+    format!(
+        "{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
+}
+
+/// `vip` or `dnsrr`.
+pub fn mode_str(m: ServiceMode) -> &'static str {
+    match m {
+        ServiceMode::Vip => "vip",
+        ServiceMode::Dnsrr => "dnsrr",
+    }
+}
+
+fn port_pb(p: &ServicePort) -> pb::ServicePort {
+    pb::ServicePort {
+        protocol: p.protocol.as_str().to_string(),
+        port: p.port.into(),
+        target_port: p.target.into(),
+    }
+}
+
+impl Agent {
+    /// Every service in the `services` table (as far as gossip has told this node), by name.
+    pub async fn services(&self) -> Result<Vec<ServiceDef>> {
+        let mut out = Vec::new();
+        for e in self.db.snapshot(Some(CLUSTER), Some(SERVICES)).await? {
+            if let Some(d) = e
+                .new
+                .as_deref()
+                .and_then(|v| records::decode::<ServiceDef>(SERVICES, &e.key, v))
+                && d.id == e.key
+            {
+                out.push(d);
+            }
+        }
+        out.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+        Ok(out)
+    }
+
+    /// A service by id or name, or NotFound.
+    pub async fn find_service(&self, name_or_id: &str) -> Result<ServiceDef> {
+        if name_or_id.is_empty() {
+            return Err(FieldError::new("service", "required (a service name or id)").into());
+        }
+        let all = self.services().await?;
+        all.iter()
+            .find(|s| s.id == name_or_id)
+            .or_else(|| all.iter().find(|s| s.name == name_or_id))
+            .cloned()
+            .ok_or_else(|| AgentError::NotFound(format!("service {name_or_id} not found")))
+    }
+
+    /// The service an endpoint attaching to `def` asks to back.
+    pub(super) async fn service_for_attach(
+        &self,
+        name_or_id: &str,
+        def: &NetworkDef,
+    ) -> Result<ServiceDef> {
+        let svc = self.find_service(name_or_id).await.map_err(|e| match e {
+            AgentError::NotFound(m) => AgentError::Invalid(FieldError::new("service", m)),
+            other => other,
+        })?;
+        if !svc.networks.contains(&def.id) {
+            let view = self.network_view().await?;
+            let names: Vec<String> = svc
+                .networks
+                .iter()
+                .map(|n| view.find(n).map_or_else(|| n.clone(), |d| d.name.clone()))
+                .collect();
+            return Err(FieldError::new(
+                "service",
+                format!(
+                    "service {} is not on network {} (it is on: {})",
+                    svc.name,
+                    def.name,
+                    names.join(", ")
+                ),
+            )
+            .into());
+        }
+        Ok(svc)
+    }
+
+    /// CreateService.
+    pub async fn create_service(&self, req: ServiceRequest) -> Result<ServiceDef> {
+        let _guard = self.create_lock.lock().await;
+        if self.services().await?.iter().any(|s| s.name == req.name) {
+            return Err(AgentError::AlreadyExists(format!(
+                "name: service {} already exists",
+                req.name
+            )));
+        }
+        let view = self.network_view().await?;
+        let mut defs = Vec::new();
+        for n in &req.networks {
+            let def = view
+                .find(n)
+                .cloned()
+                .ok_or_else(|| FieldError::new("networks", format!("network {n} not found")))?;
+            if !view.verdicts[&def.id].is_accepted() {
+                return Err(AgentError::Unavailable(format!(
+                    "network {} lost a conflict with a concurrently created network and is being repaired: retry",
+                    def.name
+                )));
+            }
+            if defs.iter().any(|d: &NetworkDef| d.id == def.id) {
+                continue;
+            }
+            defs.push(def);
+        }
+        let mode = match req.mode {
+            ServiceModeArg::Vip => ServiceMode::Vip,
+            ServiceModeArg::Dnsrr => ServiceMode::Dnsrr,
+        };
+        let mut svc = ServiceDef {
+            id: random_id(),
+            name: req.name.clone(),
+            aliases: req.aliases.clone(),
+            mode,
+            ports: req
+                .ports
+                .iter()
+                .map(|p| ServicePort {
+                    protocol: if p.udp { Protocol::Udp } else { Protocol::Tcp },
+                    port: p.port,
+                    target: p.target,
+                })
+                .collect(),
+            networks: defs.iter().map(|d| d.id.clone()).collect(),
+            vips: BTreeMap::new(),
+            creator: self.id,
+            created: now_ms(),
+        };
+        if mode == ServiceMode::Vip {
+            for def in &defs {
+                let vip = self.take_vip(def).await?;
+                svc.vips.insert(def.id.clone(), vip);
+                // Recorded at once, so that the next network's allocation (and a crash) sees
+                // it.
+                self.update_local(|s| {
+                    s.services.insert(svc.id.clone(), svc.clone());
+                })?;
+            }
+        }
+        self.update_local(|s| {
+            s.services.insert(svc.id.clone(), svc.clone());
+        })?;
+        self.db
+            .put(CLUSTER, SERVICES, &svc.id, records::encode(&svc))
+            .await?;
+        tracing::info!(name = %svc.name, id = %svc.id, vips = ?svc.vips, "service created");
+        self.dirty.notify_one();
+        Ok(svc)
+    }
+
+    /// An address of this node's blocks on `def` for a VIP (joining the network's gossip and
+    /// holding it, if this node is not on it yet).
+    async fn take_vip(&self, def: &NetworkDef) -> Result<Ipv4Addr> {
+        let _guard = self.attach_lock.lock().await;
+        let local = self.local();
+        let def = match local.held_network(&def.id) {
+            Some(d) => d.clone(),
+            None => {
+                self.db.join_network(&def.id).await?;
+                self.settled_network(def.clone()).await?
+            }
+        };
+        if !local.vip_networks.contains_key(&def.id) {
+            self.update_local(|s| {
+                s.vip_networks.insert(def.id.clone(), def.clone());
+            })?;
+        }
+        match self.allocate_ip(&def, None).await {
+            Ok(ip) => Ok(ip),
+            Err(e) => {
+                self.drop_vip_network_if_unused(&def.id).await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Stop holding `net` for VIPs when no service of this node has one there any more (and
+    /// leave it when no local endpoint is on it either).
+    async fn drop_vip_network_if_unused(&self, net: &str) -> Result<()> {
+        let local = self.local();
+        if local.vips_on(net).next().is_some() || !local.vip_networks.contains_key(net) {
+            return Ok(());
+        }
+        let sandbox = local.networks.contains_key(net);
+        self.update_local(|s| {
+            s.vip_networks.remove(net);
+            if !sandbox {
+                s.claims.remove(net);
+            }
+        })?;
+        if !sandbox {
+            self.db.leave_network(net).await?;
+        }
+        Ok(())
+    }
+
+    /// DeleteService. Endpoints that backed it stay attached (they just back nothing); its
+    /// VIPs leave every container's balancer and DNS.
+    pub async fn delete_service(&self, name_or_id: &str) -> Result<()> {
+        let _guard = self.create_lock.lock().await;
+        let svc = self.find_service(name_or_id).await?;
+        self.db.delete(CLUSTER, SERVICES, &svc.id).await?;
+        tracing::info!(name = %svc.name, id = %svc.id, "service deleted");
+        if svc.creator == self.id {
+            self.release_service(&svc.id).await?;
+        }
+        self.dirty.notify_one();
+        Ok(())
+    }
+
+    /// Forget a service this node created: its VIPs return to the blocks.
+    async fn release_service(&self, id: &str) -> Result<()> {
+        let Some(svc) = self.update_local(|s| s.services.remove(id))? else {
+            return Ok(());
+        };
+        for net in svc.vips.keys() {
+            self.drop_vip_network_if_unused(net).await?;
+        }
+        Ok(())
+    }
+
+    /// Release the VIPs of services this node created that were deleted through another
+    /// agent (called by the reconciler).
+    pub async fn release_deleted_services(&self) -> Result<()> {
+        let local = self.local();
+        if local.services.is_empty() {
+            return Ok(());
+        }
+        let live: BTreeSet<String> = self.services().await?.into_iter().map(|s| s.id).collect();
+        let grace = RELEASE_GRACE.as_millis() as u64;
+        for svc in local.services.values() {
+            if !live.contains(&svc.id) && now_ms().saturating_sub(svc.created) > grace {
+                tracing::info!(name = %svc.name, id = %svc.id, "service deleted elsewhere: releasing its VIPs");
+                self.release_service(&svc.id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After a restart: hold the VIP networks again and re-announce the services this node
+    /// created (a delete made while it was down is newer and wins).
+    pub(super) async fn recover_services(&self) -> Result<()> {
+        let local = self.local();
+        for net in local.vip_networks.keys() {
+            if !local.networks.contains_key(net) {
+                self.db.join_network(net).await?;
+                for (block, at) in local.claims.get(net).into_iter().flatten() {
+                    if let Ok(block) = block.parse() {
+                        self.put_claim(net, block, *at).await?;
+                    }
+                }
+            }
+        }
+        for svc in local.services.values() {
+            self.db
+                .put(CLUSTER, SERVICES, &svc.id, records::encode(svc))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Backends of every service on network `net`, as the `endpoints` table says: service id
+    /// -> (endpoint id, record).
+    pub async fn backends_on(
+        &self,
+        net: &str,
+    ) -> Result<BTreeMap<String, Vec<(String, EndpointRecord)>>> {
+        let mut out: BTreeMap<String, Vec<(String, EndpointRecord)>> = BTreeMap::new();
+        for e in self.db.snapshot(Some(net), Some(ENDPOINTS)).await? {
+            if let Some(r) = e
+                .new
+                .as_deref()
+                .and_then(|v| records::decode::<EndpointRecord>(ENDPOINTS, &e.key, v))
+                && let Some(s) = r.service.clone()
+            {
+                out.entry(s).or_default().push((e.key.clone(), r));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The wire form of a service; `backends` only when asked (Inspect).
+    pub async fn service_pb(&self, svc: &ServiceDef, backends: bool) -> Result<pb::Service> {
+        let view = self.network_view().await?;
+        let net_name = |id: &str| {
+            view.find(id)
+                .map_or_else(|| id.to_string(), |d| d.name.clone())
+        };
+        let mut out = pb::Service {
+            id: svc.id.clone(),
+            name: svc.name.clone(),
+            mode: mode_str(svc.mode).to_string(),
+            aliases: svc.aliases.clone(),
+            ports: svc.ports.iter().map(port_pb).collect(),
+            vips: svc
+                .vips
+                .iter()
+                .map(|(net, vip)| pb::ServiceVip {
+                    network_id: net.clone(),
+                    network_name: net_name(net),
+                    vip: vip.to_string(),
+                })
+                .collect(),
+            backends: Vec::new(),
+            creator_node_id: svc.creator.to_string(),
+        };
+        if backends {
+            let names = self.node_names().await?;
+            let held = self.local().held_networks();
+            for net in svc.networks.iter().filter(|n| held.contains(*n)) {
+                for (id, r) in self
+                    .backends_on(net)
+                    .await?
+                    .remove(&svc.id)
+                    .unwrap_or_default()
+                {
+                    out.backends.push(pb::Backend {
+                        endpoint_id: id,
+                        endpoint_name: r.name,
+                        network_id: net.clone(),
+                        network_name: net_name(net),
+                        node_id: r.node.to_string(),
+                        node_name: names.get(&r.node).cloned().unwrap_or_default(),
+                        ip: r.ip.to_string(),
+                        disabled: r.disabled,
+                    });
+                }
+            }
+            out.backends.sort_by(|a, b| {
+                (&a.network_name, &a.node_name, &a.endpoint_name).cmp(&(
+                    &b.network_name,
+                    &b.node_name,
+                    &b.endpoint_name,
+                ))
+            });
+        }
+        Ok(out)
+    }
+
+    /// ListServices.
+    pub async fn list_services(&self) -> Result<Vec<pb::Service>> {
+        let mut out = Vec::new();
+        for s in self.services().await? {
+            out.push(self.service_pb(&s, false).await?);
+        }
+        Ok(out)
+    }
+
+    /// Enable (`disabled == false`) or drain (`true`) a local endpoint's service membership.
+    pub async fn set_endpoint_disabled(
+        &self,
+        name_or_id: &str,
+        network: &str,
+        disabled: bool,
+    ) -> Result<pb::Endpoint> {
+        if name_or_id.is_empty() {
+            return Err(FieldError::new("endpoint", "required (an endpoint name or id)").into());
+        }
+        let _guard = self.attach_lock.lock().await;
+        let local = self.local();
+        let matches: Vec<_> = local
+            .endpoints
+            .values()
+            .filter(|e| e.id == name_or_id || e.name == name_or_id)
+            .filter(|e| {
+                network.is_empty()
+                    || e.network == network
+                    || local
+                        .networks
+                        .get(&e.network)
+                        .is_some_and(|d| d.name == network)
+            })
+            .cloned()
+            .collect();
+        let ep = match matches.as_slice() {
+            [one] => one.clone(),
+            [] => {
+                return Err(AgentError::NotFound(format!(
+                    "endpoint {name_or_id} not found on this node"
+                )));
+            }
+            many => {
+                return Err(AgentError::FailedPrecondition(format!(
+                    "endpoint name {name_or_id} is used on {} networks: give the network",
+                    many.len()
+                )));
+            }
+        };
+        if ep.service.is_none() {
+            return Err(AgentError::FailedPrecondition(format!(
+                "endpoint {} backs no service (attach it with a service to balance to it)",
+                ep.name
+            )));
+        }
+        let mut ep = ep;
+        if ep.disabled != disabled {
+            ep.disabled = disabled;
+            self.update_local(|s| {
+                s.endpoints.insert(ep.id.clone(), ep.clone());
+            })?;
+            self.publish_endpoint(&ep).await?;
+            tracing::info!(endpoint = %ep.name, disabled, "service membership changed");
+            self.dirty.notify_one();
+        }
+        let def = local
+            .networks
+            .get(&ep.network)
+            .cloned()
+            .ok_or_else(|| AgentError::Internal(format!("network {} not held", ep.network)))?;
+        let mut pb = self.endpoint_pb(&ep, &def);
+        self.fill_service_names(std::slice::from_mut(&mut pb))
+            .await?;
+        Ok(pb)
+    }
+
+    /// Fill `service_name` from `service_id`.
+    pub async fn fill_service_names(&self, eps: &mut [pb::Endpoint]) -> Result<()> {
+        if eps.iter().all(|e| e.service_id.is_empty()) {
+            return Ok(());
+        }
+        let names: BTreeMap<String, String> = self
+            .services()
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s.name))
+            .collect();
+        for e in eps {
+            if let Some(n) = names.get(&e.service_id) {
+                e.service_name = n.clone();
+            }
+        }
+        Ok(())
+    }
+}
