@@ -503,14 +503,24 @@ impl AgentCluster {
     /// Creates container namespace `name` on `host` and attaches it to `network` through
     /// host `host`'s agent (`endpoint attach <network> --netns <path> --name <name>`).
     pub fn attach(&mut self, host: usize, network: &str, name: &str) -> Result<Container> {
+        self.attach_with(host, network, name, &[])
+    }
+
+    /// [`AgentCluster::attach`] with extra `endpoint attach` arguments (e.g. `--service`).
+    pub fn attach_with(
+        &mut self,
+        host: usize,
+        network: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> Result<Container> {
         let netns = self.lab.add_container(host, name)?;
         let path = netns.display().to_string();
-        let v = self.cli_json(
-            host,
-            &[
-                "endpoint", "attach", network, "--netns", &path, "--name", name,
-            ],
-        )?;
+        let mut args = vec![
+            "endpoint", "attach", network, "--netns", &path, "--name", name,
+        ];
+        args.extend_from_slice(extra);
+        let v = self.cli_json(host, &args)?;
         let ip = str_field(&v, "ip");
         let c = Container {
             host,

@@ -4,5 +4,6 @@
 //! swarmnet's gossip store against a well-known SWIM/gossip implementation in
 //! the same run.
 
+pub mod harness;
 pub mod ndb;
 pub mod serf;

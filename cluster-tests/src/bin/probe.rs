@@ -1,0 +1,340 @@
+//! `probe`: the test traffic of the service tests and benchmarks, run inside container
+//! namespaces (std only, no runtime).
+//!
+//! * `probe serve --name N --tcp P... --udp P...`: answers every TCP connection with a tiny
+//!   HTTP/1.0 response whose body is `N <client ip>\n` (curl-compatible), except that a
+//!   connection that starts with `HOLD\n` gets `N <client ip>\n` for every line it sends
+//!   (a long-lived connection); every UDP datagram gets `N <client ip>\n`. Exits after
+//!   `--max-secs` (default 600) so a leaked server cannot outlive a test run for long.
+//! * `probe http ADDR PORT --count C [--parallel P]`: C short connections (HTTP GET), JSON
+//!   summary on stdout: answers by server name, client addresses the servers saw, failures,
+//!   elapsed time.
+//! * `probe hold ADDR PORT --secs S --interval-ms I`: one long connection; one line on
+//!   stdout per reply (`<ms since start> <reply>`) or error, for at most S seconds.
+//! * `probe udp ADDR PORT --count C [--fresh] [--sport P]`: C datagrams from one socket (one
+//!   conntrack flow; `--sport` fixes its port so that runs share the flow) or from a fresh
+//!   socket each (`--fresh`), JSON summary like `http`.
+//!
+//! Every loop is bounded in count and time.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+#[derive(Parser, Debug)]
+#[command(name = "probe", about = "Test traffic for swarmnet service tests")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    Serve {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        tcp: Vec<u16>,
+        #[arg(long)]
+        udp: Vec<u16>,
+        #[arg(long, default_value_t = 600)]
+        max_secs: u64,
+    },
+    Http {
+        addr: Ipv4Addr,
+        port: u16,
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+    Hold {
+        addr: Ipv4Addr,
+        port: u16,
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+    },
+    Udp {
+        addr: Ipv4Addr,
+        port: u16,
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[arg(long)]
+        fresh: bool,
+        /// Source port of the (single) socket: the same flow across runs.
+        #[arg(long, default_value_t = 0)]
+        sport: u16,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+}
+
+/// What a batch of requests found.
+#[derive(Debug, Default, Serialize)]
+struct Summary {
+    ok: usize,
+    failed: usize,
+    /// Answers per server name.
+    by_name: BTreeMap<String, usize>,
+    /// Client addresses the servers reported.
+    peers: BTreeMap<String, usize>,
+    errors: BTreeMap<String, usize>,
+    elapsed_ms: f64,
+}
+
+impl Summary {
+    fn add(&mut self, r: Result<String>) {
+        match r {
+            Ok(body) => {
+                let mut it = body.split_whitespace();
+                let (name, peer) = (it.next().unwrap_or("?"), it.next().unwrap_or("?"));
+                self.ok += 1;
+                *self.by_name.entry(name.to_string()).or_default() += 1;
+                *self.peers.entry(peer.to_string()).or_default() += 1;
+            }
+            Err(e) => {
+                self.failed += 1;
+                *self.errors.entry(format!("{e:#}")).or_default() += 1;
+            }
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Serve {
+            name,
+            tcp,
+            udp,
+            max_secs,
+        } => serve(&name, &tcp, &udp, Duration::from_secs(max_secs)),
+        Cmd::Http {
+            addr,
+            port,
+            count,
+            parallel,
+            timeout_ms,
+        } => {
+            let s = http_batch(
+                SocketAddr::from((addr, port)),
+                count,
+                parallel.max(1),
+                Duration::from_millis(timeout_ms),
+            );
+            println!("{}", serde_json::to_string(&s)?);
+            Ok(())
+        }
+        Cmd::Hold {
+            addr,
+            port,
+            secs,
+            interval_ms,
+        } => hold(
+            SocketAddr::from((addr, port)),
+            Duration::from_secs(secs),
+            Duration::from_millis(interval_ms),
+        ),
+        Cmd::Udp {
+            addr,
+            port,
+            count,
+            fresh,
+            sport,
+            timeout_ms,
+        } => {
+            let s = udp_batch(
+                SocketAddr::from((addr, port)),
+                count,
+                fresh,
+                sport,
+                Duration::from_millis(timeout_ms),
+            )?;
+            println!("{}", serde_json::to_string(&s)?);
+            Ok(())
+        }
+    }
+}
+
+fn serve(name: &str, tcp: &[u16], udp: &[u16], max: Duration) -> Result<()> {
+    if tcp.is_empty() && udp.is_empty() {
+        bail!("give --tcp and/or --udp ports");
+    }
+    for &p in tcp {
+        let l = TcpListener::bind(("0.0.0.0", p)).with_context(|| format!("bind tcp {p}"))?;
+        let name = name.to_string();
+        std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                let name = name.clone();
+                std::thread::spawn(move || {
+                    let _ = answer_tcp(&name, conn);
+                });
+            }
+        });
+    }
+    for &p in udp {
+        let s = UdpSocket::bind(("0.0.0.0", p)).with_context(|| format!("bind udp {p}"))?;
+        let name = name.to_string();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while let Ok((_, from)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(format!("{name} {}\n", from.ip()).as_bytes(), from);
+            }
+        });
+    }
+    println!("serving");
+    std::thread::sleep(max);
+    Ok(())
+}
+
+fn answer_tcp(name: &str, conn: TcpStream) -> Result<()> {
+    let peer = conn.peer_addr()?.ip();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut w = conn.try_clone()?;
+    let mut r = BufReader::new(conn);
+    let mut first = String::new();
+    r.read_line(&mut first)?;
+    let body = format!("{name} {peer}\n");
+    if first == "HOLD\n" {
+        w.write_all(body.as_bytes())?;
+        // One reply per line, for at most an hour of lines.
+        for _ in 0..36_000 {
+            let mut line = String::new();
+            if r.read_line(&mut line)? == 0 {
+                break;
+            }
+            w.write_all(body.as_bytes())?;
+        }
+        return Ok(());
+    }
+    // An HTTP request: read the head (bounded), answer, close.
+    let mut head = first;
+    while !head.ends_with("\r\n\r\n") && !head.ends_with("\n\n") && head.len() < 8192 {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            break;
+        }
+        head.push_str(&line);
+    }
+    w.write_all(
+        format!(
+            "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )?;
+    Ok(())
+}
+
+fn http_get(addr: SocketAddr, timeout: Duration) -> Result<String> {
+    let mut c = TcpStream::connect_timeout(&addr, timeout).context("connect")?;
+    c.set_read_timeout(Some(timeout))?;
+    c.set_write_timeout(Some(timeout))?;
+    c.write_all(b"GET / HTTP/1.0\r\nHost: probe\r\n\r\n")?;
+    let mut resp = String::new();
+    c.take(65536).read_to_string(&mut resp).context("read")?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .context("no HTTP body")?;
+    Ok(body)
+}
+
+fn http_batch(addr: SocketAddr, count: usize, parallel: usize, timeout: Duration) -> Summary {
+    let start = Instant::now();
+    let summary = Arc::new(Mutex::new(Summary::default()));
+    let next = Arc::new(Mutex::new(0usize));
+    let workers: Vec<_> = (0..parallel)
+        .map(|_| {
+            let (summary, next) = (summary.clone(), next.clone());
+            std::thread::spawn(move || {
+                loop {
+                    {
+                        let mut n = next.lock().expect("not poisoned");
+                        if *n >= count {
+                            return;
+                        }
+                        *n += 1;
+                    }
+                    let r = http_get(addr, timeout);
+                    summary.lock().expect("not poisoned").add(r);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    let mut s = std::mem::take(&mut *summary.lock().expect("not poisoned"));
+    s.elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
+    s
+}
+
+fn hold(addr: SocketAddr, secs: Duration, interval: Duration) -> Result<()> {
+    let start = Instant::now();
+    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).context("connect")?;
+    c.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut r = BufReader::new(c.try_clone()?);
+    c.write_all(b"HOLD\n")?;
+    let mut out = std::io::stdout();
+    while start.elapsed() < secs {
+        let mut line = String::new();
+        let ms = start.elapsed().as_millis();
+        match r.read_line(&mut line) {
+            Ok(0) => {
+                writeln!(out, "{ms} closed")?;
+                break;
+            }
+            Ok(_) => write!(out, "{ms} {line}")?,
+            Err(e) => {
+                writeln!(out, "{ms} error {e}")?;
+                break;
+            }
+        }
+        out.flush()?;
+        std::thread::sleep(interval);
+        if let Err(e) = c.write_all(b"PING\n") {
+            writeln!(out, "{} error {e}", start.elapsed().as_millis())?;
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn udp_batch(
+    addr: SocketAddr,
+    count: usize,
+    fresh: bool,
+    sport: u16,
+    timeout: Duration,
+) -> Result<Summary> {
+    let start = Instant::now();
+    let mut s = Summary::default();
+    let mut sock: Option<UdpSocket> = None;
+    for _ in 0..count {
+        if fresh || sock.is_none() {
+            let u = UdpSocket::bind(("0.0.0.0", if fresh { 0 } else { sport }))?;
+            u.set_read_timeout(Some(timeout))?;
+            sock = Some(u);
+        }
+        let u = sock.as_ref().expect("set above");
+        let r = (|| -> Result<String> {
+            u.send_to(b"hello\n", addr)?;
+            let mut buf = [0u8; 1500];
+            let (n, _) = u.recv_from(&mut buf).context("no answer")?;
+            Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+        })();
+        s.add(r);
+    }
+    s.elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
+    Ok(s)
+}

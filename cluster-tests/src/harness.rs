@@ -1,0 +1,100 @@
+//! Shared harness of the tier-4 tests: the `swarmnet` binary under test (rebuilt when stale)
+//! and a started N-host [`AgentCluster`], or a printed "skipped: <reason>".
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use agent::testbed::{self, AgentCluster, ClusterOptions};
+
+/// The `swarmnet` binary under test: `$SWARMNET_BIN`, else `target/<profile>/swarmnet`,
+/// rebuilt first when any source it is built from is newer than it (`cargo test -p
+/// cluster-tests` alone does not build it, so it could be stale or missing).
+pub fn swarmnet() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("SWARMNET_BIN") {
+            return PathBuf::from(p);
+        }
+        // Tests run from target/<profile>/deps/<test>-<hash>.
+        let exe = std::env::current_exe().expect("current_exe");
+        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+        let bin = profile_dir.join("swarmnet");
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+        let sources = [
+            "agent/src",
+            "overlay/src",
+            "networkdb/src",
+            "proto",
+            "ipvs/src",
+            "Cargo.lock",
+        ]
+        .iter()
+        .filter_map(|d| newest(&root.join(d)))
+        .max();
+        if built.is_none() || sources > built {
+            let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") | None => "dev".to_string(),
+                Some(other) => other.to_string(),
+            };
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .current_dir(&root)
+                .env(
+                    "CARGO_TARGET_DIR",
+                    profile_dir.parent().expect("target dir"),
+                )
+                .args([
+                    "build",
+                    "-q",
+                    "-p",
+                    "agent",
+                    "--bin",
+                    "swarmnet",
+                    "--profile",
+                ])
+                .arg(&profile)
+                .status();
+            if !matches!(status, Ok(s) if s.success()) {
+                eprintln!("cargo build of swarmnet: {status:?}; using what is there");
+            }
+        }
+        testbed::swarmnet_binary().expect("the swarmnet binary")
+    })
+    .clone()
+}
+
+/// Newest modification time of a file, or of any file under a directory.
+fn newest(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    let m = std::fs::symlink_metadata(path).ok()?;
+    if !m.is_dir() {
+        return m.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .flatten()
+        .filter_map(|e| newest(&e.path()))
+        .max()
+}
+
+/// A started 3-host cluster, or `None` (after printing "skipped: <reason>") when this machine
+/// cannot run one.
+pub fn cluster(name: &str, reconcile_secs: Option<u64>) -> Option<AgentCluster> {
+    if let Some(reason) = testbed::skip_reason() {
+        println!("skipped: {reason}");
+        return None;
+    }
+    let mut opts = ClusterOptions::new(name, 3);
+    opts.binary = Some(swarmnet());
+    opts.reconcile_interval_secs = reconcile_secs;
+    let t0 = Instant::now();
+    let c = AgentCluster::start_with(opts).expect("cluster starts");
+    println!(
+        "3 agents up and joined in {:?} (lab {})",
+        t0.elapsed(),
+        c.lab.prefix()
+    );
+    Some(c)
+}
