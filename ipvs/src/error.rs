@@ -7,7 +7,7 @@ use std::io;
 pub enum Error {
     /// The kernel has no generic-netlink family "IPVS" (module `ip_vs` absent or not
     /// loadable): the controller answered the family lookup with `ENOENT`.
-    #[error("IPVS is not available on this kernel (generic netlink family \"IPVS\" not found)")]
+    #[error("generic netlink family \"IPVS\" not found (the kernel has no ip_vs)")]
     NotSupported,
     /// The kernel refused a request. `code` is the positive errno (`EEXIST`, `ENOENT`,
     /// `ESRCH`, `EPERM`, ...).
