@@ -11,6 +11,8 @@
 //!   spec at all (removed, its node failed) are deleted;
 //! * an empty spec removes everything the balancer created in that namespace.
 
+pub mod ipvs_backend;
+
 use std::fmt::Debug;
 use std::net::Ipv4Addr;
 use std::path::Path;
