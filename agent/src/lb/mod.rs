@@ -10,12 +10,26 @@
 //! * conntrack entries of connections through a VIP to a backend that is no longer in the
 //!   spec at all (removed, its node failed) are deleted;
 //! * an empty spec removes everything the balancer created in that namespace.
+//!
+//! | file | concept |
+//! | --- | --- |
+//! | [`nft_plan`] | pure planner of the nftables balancer (layout, names, diff -> script) |
+//! | [`nft_state`] | pure reader of `nft -j list table ip swarmnet_lb` |
+//! | [`nft`] | [`nft::NftLoadBalancer`]: reads, plans, applies in one `nft -f`, sweeps conntrack |
+//! | [`conntrack`] | ctnetlink dump/delete inside a namespace (shared by both balancers) |
 
 use std::fmt::Debug;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
 use crate::records::ServicePort;
+
+pub mod conntrack;
+pub mod nft;
+pub mod nft_plan;
+pub mod nft_state;
+
+pub use nft::NftLoadBalancer;
 
 /// Desired balancing state of one container namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
