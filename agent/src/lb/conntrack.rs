@@ -16,30 +16,18 @@
 //! map the planner produced.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::time::Duration;
 
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkPayload};
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Tuple,
 };
-use netlink_packet_netfilter::{
-    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
-};
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
-use nix::sched::{CloneFlags, setns};
-use nix::sys::socket::{setsockopt, sockopt};
-use nix::sys::time::TimeVal;
+use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner};
+use netlink_sys::Socket;
 
 use super::LbError;
-
-/// Bound on every receive: the kernel answers at once; this only stops a stuck call.
-const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+use super::nfnl::{in_netns, kernel, message, recv_messages};
 /// Delete requests sent per `send` (their acks are read before the next batch).
 const DELETE_BATCH: usize = 128;
 
@@ -94,92 +82,6 @@ pub fn flush_stale(
 /// Every IPv4 conntrack entry in the namespace at `netns` (for tests and diagnostics).
 pub fn dump(netns: &Path) -> Result<Vec<CtEntry>, LbError> {
     in_netns(netns, dump_on)
-}
-
-fn kernel(what: &str, detail: impl ToString) -> LbError {
-    LbError::Kernel {
-        what: what.to_string(),
-        detail: detail.to_string(),
-    }
-}
-
-/// Runs `f` with a ctnetlink socket opened inside `netns`, on a thread of its own.
-fn in_netns<T: Send>(
-    netns: &Path,
-    f: impl FnOnce(&Socket) -> Result<T, LbError> + Send,
-) -> Result<T, LbError> {
-    let ns = File::open(netns).map_err(|source| LbError::Netns {
-        path: netns.display().to_string(),
-        source,
-    })?;
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| LbError::Netns {
-                path: netns.display().to_string(),
-                source: io::Error::from(e),
-            })?;
-            let mut sock =
-                Socket::new(NETLINK_NETFILTER).map_err(|e| kernel("open a ctnetlink socket", e))?;
-            sock.bind_auto()
-                .map_err(|e| kernel("bind a ctnetlink socket", e))?;
-            sock.connect(&SocketAddr::new(0, 0))
-                .map_err(|e| kernel("connect a ctnetlink socket", e))?;
-            let tv = TimeVal::new(RECV_TIMEOUT.as_secs() as i64, 0);
-            setsockopt(&sock, sockopt::ReceiveTimeout, &tv)
-                .map_err(|e| kernel("set a ctnetlink receive timeout", e))?;
-            f(&sock)
-        })
-        .join()
-        .unwrap_or_else(|_| Err(kernel("conntrack", "worker thread panicked")))
-    })
-}
-
-fn message(flags: u16, seq: u32, ct: ConntrackMessage) -> Vec<u8> {
-    let mut hdr = NetlinkHeader::default();
-    hdr.flags = flags;
-    hdr.sequence_number = seq;
-    let mut msg = NetlinkMessage::new(
-        hdr,
-        NetlinkPayload::from(NetfilterMessage::new(
-            NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
-            ct,
-        )),
-    );
-    msg.finalize();
-    let mut buf = vec![0; msg.buffer_len()];
-    msg.serialize(&mut buf);
-    buf
-}
-
-/// Receives one datagram and decodes the netlink messages in it.
-fn recv_messages(sock: &Socket) -> Result<Vec<NetlinkMessage<NetfilterMessage>>, LbError> {
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
-    let (peek, _) = sock
-        .recv_from(&mut buf, libc_peek_trunc())
-        .map_err(|e| kernel("receive from ctnetlink", e))?;
-    buf = Vec::with_capacity(peek.max(1));
-    let n = sock
-        .recv(&mut buf, 0)
-        .map_err(|e| kernel("receive from ctnetlink", e))?;
-    buf.truncate(n);
-    let mut out = Vec::new();
-    let mut off = 0;
-    while off < buf.len() {
-        let msg = NetlinkMessage::<NetfilterMessage>::deserialize(&buf[off..])
-            .map_err(|e| kernel("decode a ctnetlink message", e))?;
-        let len = msg.header.length as usize;
-        out.push(msg);
-        if len == 0 {
-            break;
-        }
-        off += (len + 3) & !3;
-    }
-    Ok(out)
-}
-
-/// `MSG_PEEK | MSG_TRUNC`: the next datagram's full length without consuming it.
-fn libc_peek_trunc() -> i32 {
-    (nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_TRUNC).bits()
 }
 
 fn dump_on(sock: &Socket) -> Result<Vec<CtEntry>, LbError> {
@@ -295,4 +197,48 @@ fn delete_on(sock: &Socket, doomed: &[&CtEntry]) -> Result<usize, LbError> {
 
 fn libc_enoent() -> i32 {
     nix::errno::Errno::ENOENT as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(dst: &str, reply: &str) -> CtEntry {
+        CtEntry {
+            proto: 6,
+            orig_src: "10.0.0.2".parse().unwrap(),
+            orig_dst: dst.parse().unwrap(),
+            orig_sport: 40000,
+            reply_src: reply.parse().unwrap(),
+            orig: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn stale_entries_are_those_to_a_swept_vip_answered_by_a_backend_not_kept() {
+        let entries = [
+            entry("10.0.0.100", "10.0.0.3"),   // kept backend
+            entry("10.0.0.100", "10.0.0.4"),   // removed backend
+            entry("10.0.0.100", "10.0.0.100"), // never translated (refused)
+            entry("10.0.0.101", "10.0.0.4"),   // another VIP, not swept
+            entry("10.0.0.4", "10.0.0.4"),     // direct traffic to the backend
+        ];
+        let keep = BTreeMap::from([(
+            "10.0.0.100".parse().unwrap(),
+            BTreeSet::from(["10.0.0.3".parse().unwrap()]),
+        )]);
+        let got: Vec<_> = stale(&entries, &keep).into_iter().cloned().collect();
+        assert_eq!(got, vec![entries[1].clone(), entries[2].clone()]);
+    }
+
+    #[test]
+    fn a_vip_swept_with_nothing_kept_loses_every_entry_and_no_sweep_touches_nothing() {
+        let entries = [
+            entry("10.0.0.100", "10.0.0.3"),
+            entry("10.0.0.101", "10.0.0.3"),
+        ];
+        let keep = BTreeMap::from([("10.0.0.100".parse().unwrap(), BTreeSet::new())]);
+        assert_eq!(stale(&entries, &keep).len(), 1);
+        assert!(stale(&entries, &BTreeMap::new()).is_empty());
+    }
 }

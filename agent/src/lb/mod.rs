@@ -17,6 +17,7 @@
 //! | [`nft_state`] | pure reader of `nft -j list table ip swarmnet_lb` |
 //! | [`nft`] | [`nft::NftLoadBalancer`]: reads, plans, applies in one `nft -f`, sweeps conntrack |
 //! | [`conntrack`] | ctnetlink dump/delete inside a namespace (shared by both balancers) |
+//! | [`nfnl`] | a netfilter netlink socket inside a namespace; the nf_tables generation |
 
 use std::fmt::Debug;
 use std::net::Ipv4Addr;
@@ -25,6 +26,7 @@ use std::path::Path;
 use crate::records::ServicePort;
 
 pub mod conntrack;
+pub mod nfnl;
 pub mod nft;
 pub mod nft_plan;
 pub mod nft_state;
