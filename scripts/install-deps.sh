@@ -9,6 +9,7 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v ping >/dev/null 2>&1 || need_apt+=(iputils-ping)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v iptables-restore >/dev/null 2>&1 || need_apt+=(iptables)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

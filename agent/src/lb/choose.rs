@@ -2,14 +2,36 @@
 
 use std::sync::Arc;
 
-use super::LoadBalancer;
+use super::ipvs_backend::{IpvsBalancer, ipvs_available};
+use super::{LoadBalancer, NftLoadBalancer};
 use crate::config::LbChoice;
 
+/// Said of the IPVS backend in status until it has run end to end on a kernel with IPVS
+/// (the kernel-VM work): its planner and messages are tested, its kernel path is not.
+pub const IPVS_UNTESTED: &str = "the ipvs backend is untested end to end (its CI kernel has no IPVS; golden messages derived from the uapi)";
+
 /// The balancer for `choice`, with a note for status (why it was chosen, caveats); `Err`
-/// names what is missing when the explicit choice cannot work on this machine.
+/// names what is missing when the choice cannot work on this machine.
 pub fn choose(choice: LbChoice) -> Result<(Arc<dyn LoadBalancer>, String), String> {
-    Err(format!(
-        "--lb {}: no load balancer is built into this agent yet",
-        choice.as_str()
-    ))
+    let nft = || -> Result<Arc<dyn LoadBalancer>, String> {
+        NftLoadBalancer::available().map_err(|e| format!("nftables balancer: {e}"))?;
+        Ok(Arc::new(NftLoadBalancer::new()))
+    };
+    match choice {
+        LbChoice::Nftables => Ok((nft()?, "chosen with --lb nftables".into())),
+        LbChoice::Ipvs => {
+            ipvs_available().map_err(|e| format!("--lb ipvs: {e}"))?;
+            Ok((
+                Arc::new(IpvsBalancer::new()),
+                format!("chosen with --lb ipvs; {IPVS_UNTESTED}"),
+            ))
+        }
+        LbChoice::Auto => match ipvs_available() {
+            Ok(()) => Ok((
+                Arc::new(IpvsBalancer::new()),
+                format!("auto: this kernel has IPVS; {IPVS_UNTESTED}"),
+            )),
+            Err(why) => Ok((nft()?, format!("auto: no IPVS on this kernel ({why})"))),
+        },
+    }
 }

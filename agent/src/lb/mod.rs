@@ -10,6 +10,14 @@
 //! * conntrack entries of connections through a VIP to a backend that is no longer in the
 //!   spec at all (removed, its node failed) are deleted;
 //! * an empty spec removes everything the balancer created in that namespace.
+//!
+//! | file | concept |
+//! | --- | --- |
+//! | [`nft_plan`] | pure planner of the nftables balancer (layout, names, diff -> script) |
+//! | [`nft_state`] | pure reader of `nft -j list table ip swarmnet_lb` |
+//! | [`nft`] | [`nft::NftLoadBalancer`]: reads, plans, applies in one `nft -f`, sweeps conntrack |
+//! | [`conntrack`] | ctnetlink dump/delete inside a namespace (shared by both balancers) |
+//! | [`nfnl`] | a netfilter netlink socket inside a namespace; the nf_tables generation |
 
 pub mod ipvs_backend;
 
@@ -22,6 +30,14 @@ mod choose;
 pub use choose::choose;
 
 use crate::records::ServicePort;
+
+pub mod conntrack;
+pub mod nfnl;
+pub mod nft;
+pub mod nft_plan;
+pub mod nft_state;
+
+pub use nft::NftLoadBalancer;
 
 /// Desired balancing state of one container namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
