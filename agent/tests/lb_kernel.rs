@@ -701,6 +701,38 @@ fn serial_hand_edits_are_repaired_and_an_empty_spec_removes_the_table() {
 }
 
 #[test]
+fn serial_a_changed_port_or_service_id_applies_in_one_step_and_then_settles() {
+    preflight_or_skip!();
+    let mut t = Topo::new("change");
+    t.serve(&[8080, 9090], &[]);
+    let lb = NftLoadBalancer::new();
+    let client = t.client();
+    let mut spec = LbSpec {
+        services: vec![web([true; 3])],
+    };
+    lb.program(&client, &spec).unwrap();
+    // Published port 80 -> 81 (same target): element and chain swapped in one transaction.
+    spec.services[0].ports[0] = port(Protocol::Tcp, 81, 8080);
+    assert!(lb.program(&client, &spec).unwrap().changes > 0);
+    assert_eq!(lb.program(&client, &spec).unwrap().changes, 0);
+    let (counts, _) = spread(&client, SocketAddr::from((VIP, 81)), 6);
+    assert_eq!(counts.values().sum::<usize>(), 6);
+    let old = in_ns(&client, || {
+        TcpStream::connect_timeout(&SocketAddr::from((VIP, 80)), IO_TIMEOUT).map_err(|e| e.kind())
+    });
+    assert_eq!(old.err(), Some(ErrorKind::ConnectionRefused));
+    // Target 8080 -> 9090: only that chain is refilled.
+    spec.services[0].ports[0] = port(Protocol::Tcp, 81, 9090);
+    assert_eq!(lb.program(&client, &spec).unwrap().changes, 1);
+    // Another service takes over the VIP: every verdict is replaced, nothing refused between.
+    spec.services[0].id = "another".into();
+    assert!(lb.program(&client, &spec).unwrap().changes > 0);
+    assert_eq!(lb.program(&client, &spec).unwrap().changes, 0);
+    let (counts, _) = spread(&client, SocketAddr::from((VIP, 81)), 6);
+    assert_eq!(counts.values().sum::<usize>(), 6);
+}
+
+#[test]
 fn serial_a_missing_namespace_is_a_clear_error() {
     preflight_or_skip!();
     let lb = NftLoadBalancer::new();

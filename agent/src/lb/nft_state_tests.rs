@@ -245,10 +245,15 @@ fn output_that_is_not_nft_json_is_an_error_and_an_empty_listing_a_broken_table()
     assert_eq!(got.state, TableState::default());
 }
 
+/// `LB_PRINT_FIXTURE=1 cargo test -p agent --lib fixture_script -- --nocapture` prints the
+/// script to regenerate `testdata/nft_list_v1.json` with (apply it in an empty namespace,
+/// then `nft -j list table ip swarmnet_lb`).
 #[test]
-fn print_fixture_script() {
+fn the_fixture_script_creates_the_table_from_nothing() {
+    let (t, _) = desired(&fixture_spec(), SEED);
+    let p = plan(&t, None);
+    assert!(p.script.starts_with("add table ip swarmnet_lb\n"));
     if std::env::var_os("LB_PRINT_FIXTURE").is_some() {
-        let (t, _) = desired(&fixture_spec(), SEED);
-        println!("{}", plan(&t, None).script);
+        println!("{}", p.script);
     }
 }
