@@ -329,18 +329,25 @@ fn serial_draining_keeps_open_connections_and_removal_or_a_dead_host_takes_backe
     assert!(!u.by_name.contains_key(&victim.name), "{u:?}");
 
     // A dead host's backends leave every client's balancer within failure detection.
-    let survivors: Vec<&str> = remaining.iter().copied().filter(|n| *n != "web3").collect();
-    if victim.name != "web3" {
-        let t0 = Instant::now();
-        c.kill_agent(2).expect("kill agent 3");
-        wait_backends(&c, &client, vip, &survivors, FAILURE_BOUND);
-        println!(
-            "host 3's agent killed: web3 out of the client's VIP in {:?}",
-            t0.elapsed()
-        );
-    } else {
-        println!("web3 already detached; the dead-host case needs a backend there (skipped)");
-    }
+    let dead = backends
+        .iter()
+        .find(|b| b.host != 0 && b.name != victim.name)
+        .expect("a backend on host 2 or 3 is still attached")
+        .clone();
+    let survivors: Vec<&str> = remaining
+        .iter()
+        .copied()
+        .filter(|n| *n != dead.name)
+        .collect();
+    let t0 = Instant::now();
+    c.kill_agent(dead.host).expect("kill agent");
+    wait_backends(&c, &client, vip, &survivors, FAILURE_BOUND);
+    println!(
+        "host {}'s agent killed (kill -9): {} out of the client's VIP in {:?}",
+        dead.host + 1,
+        dead.name,
+        t0.elapsed()
+    );
 }
 
 #[test]

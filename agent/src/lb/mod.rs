@@ -109,4 +109,6 @@ pub trait LoadBalancer: Send + Sync + Debug {
     fn kind(&self) -> LbKind;
     /// Make the namespace at `netns` (a path such as `/var/run/netns/c1`) match `spec`.
     fn program(&self, netns: &Path, spec: &LbSpec) -> Result<LbReport, LbError>;
+    /// Drop whatever is remembered about `netns` (it went away).
+    fn forget(&self, _netns: &Path) {}
 }

@@ -70,6 +70,10 @@ impl NftLoadBalancer {
 }
 
 impl LoadBalancer for NftLoadBalancer {
+    fn forget(&self, netns: &Path) {
+        NftLoadBalancer::forget(self, netns);
+    }
+
     fn kind(&self) -> LbKind {
         LbKind::Nftables
     }

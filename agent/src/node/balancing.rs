@@ -118,6 +118,7 @@ impl Agent {
                     let r = if ns.exists() {
                         Some(lb.program(&ns, &spec))
                     } else {
+                        lb.forget(&ns);
                         None
                     };
                     (ns, spec, r)
