@@ -23,6 +23,8 @@ use crate::records::{
 /// A service created less than this long ago is never taken for deleted by the VIP release
 /// pass (its table entry may not be visible yet).
 const RELEASE_GRACE: Duration = Duration::from_secs(10);
+/// How long an attach waits for a service it names to arrive by gossip.
+const SERVICE_ARRIVAL: Duration = Duration::from_secs(3);
 
 fn random_id() -> String {
     format!(
@@ -85,10 +87,19 @@ impl Agent {
         name_or_id: &str,
         def: &NetworkDef,
     ) -> Result<ServiceDef> {
-        let svc = self.find_service(name_or_id).await.map_err(|e| match e {
-            AgentError::NotFound(m) => AgentError::Invalid(FieldError::new("service", m)),
-            other => other,
-        })?;
+        // A service created through another agent a moment ago may still be on its way.
+        let deadline = tokio::time::Instant::now() + SERVICE_ARRIVAL;
+        let svc = loop {
+            match self.find_service(name_or_id).await {
+                Err(AgentError::NotFound(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(AgentError::NotFound(m)) => {
+                    return Err(FieldError::new("service", m).into());
+                }
+                other => break other?,
+            }
+        };
         if !svc.networks.contains(&def.id) {
             let view = self.network_view().await?;
             let names: Vec<String> = svc
