@@ -28,6 +28,9 @@ pub struct DnsConfig {
     pub tcp_idle_timeout: Duration,
     /// Open TCP connections per container namespace (default 64); more are closed at once.
     pub max_tcp_connections: usize,
+    /// Tasks reading each namespace's UDP socket (default 2: on a busy container, queries
+    /// are answered on two runtime threads at once; idle tasks cost nothing).
+    pub udp_workers: usize,
     /// `options ndots:<n>` in the resolv.conf files written (default 0: every name is first
     /// tried as is, so single-label service names never go through search domains first).
     pub ndots: u8,
@@ -48,6 +51,7 @@ impl Default for DnsConfig {
             max_udp_payload: 4096,
             tcp_idle_timeout: Duration::from_secs(10),
             max_tcp_connections: 64,
+            udp_workers: 2,
             ndots: 0,
             search: Vec::new(),
             nft: "nft".into(),

@@ -250,10 +250,19 @@ impl Resolver {
         let view = Arc::new(NsView {
             networks: RwLock::new(Arc::new(nets.to_vec())),
         });
-        let tasks = vec![
-            tokio::spawn(serve_udp(udp, view.clone(), self.shared.clone())),
-            tokio::spawn(serve_tcp(tcp, view.clone(), self.shared.clone())),
-        ];
+        let udp = Arc::new(udp);
+        let mut tasks = vec![tokio::spawn(serve_tcp(
+            tcp,
+            view.clone(),
+            self.shared.clone(),
+        ))];
+        for _ in 0..self.shared.config.udp_workers.max(1) {
+            tasks.push(tokio::spawn(serve_udp(
+                udp.clone(),
+                view.clone(),
+                self.shared.clone(),
+            )));
+        }
         tracing::debug!(netns = %path.display(), udp = ports.0, tcp = ports.1, "DNS resolver started");
         Ok(Served {
             id: socks.id,

@@ -65,9 +65,9 @@ async fn forward_reply(
     (bytes, outcome)
 }
 
-/// Serves `sock` until the task is aborted.
-pub(crate) async fn serve_udp(sock: UdpSocket, view: Arc<NsView>, shared: Arc<Shared>) {
-    let sock = Arc::new(sock);
+/// Serves `sock` until the task is aborted. Several tasks may serve one socket (each
+/// datagram is read by exactly one of them).
+pub(crate) async fn serve_udp(sock: Arc<UdpSocket>, view: Arc<NsView>, shared: Arc<Shared>) {
     let mut buf = vec![0u8; UDP_QUERY_BUF];
     loop {
         let (n, peer) = match sock.recv_from(&mut buf).await {
