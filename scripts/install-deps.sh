@@ -10,6 +10,10 @@ command -v ping >/dev/null 2>&1 || need_apt+=(iputils-ping)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v iptables-restore >/dev/null 2>&1 || need_apt+=(iptables)
+# DNS: dig for the kernel tests; dnsperf and dnsmasq for scripts/bench-dns.sh.
+command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
+command -v dnsperf >/dev/null 2>&1 || need_apt+=(dnsperf)
+[ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null 2>&1 || need_apt+=(dnsmasq-base)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
