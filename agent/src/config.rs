@@ -168,6 +168,20 @@ pub struct AgentArgs {
     /// Period of the full dataplane reconcile, in seconds [default: 10].
     #[arg(long, value_name = "SECS")]
     pub reconcile_interval_secs: Option<u64>,
+    /// Upstream DNS server for names that are not internal (IP or IP:PORT; repeatable)
+    /// [default: the nameservers of /etc/resolv.conf].
+    #[arg(long = "dns-upstream", value_name = "ADDR")]
+    pub dns_upstreams: Vec<String>,
+    /// TTL of internal DNS answers, in seconds [default: 5].
+    #[arg(long, value_name = "SECS")]
+    pub dns_ttl_secs: Option<u32>,
+    /// Time a forwarded DNS query may take across all upstreams before the container gets
+    /// SERVFAIL, in ms [default: 2000].
+    #[arg(long, value_name = "MS")]
+    pub dns_timeout_ms: Option<u64>,
+    /// Forwarded DNS queries in flight at once; more get SERVFAIL at once [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub dns_max_forwards: Option<usize>,
 }
 
 /// The config file: the same keys as the flags (with `_`), plus `gossip_keys`, `join` and
@@ -202,6 +216,11 @@ pub struct FileConfig {
     pub block_prefix: Option<u8>,
     pub settle_ms: Option<u64>,
     pub reconcile_interval_secs: Option<u64>,
+    #[serde(default)]
+    pub dns_upstreams: Vec<String>,
+    pub dns_ttl_secs: Option<u32>,
+    pub dns_timeout_ms: Option<u64>,
+    pub dns_max_forwards: Option<usize>,
 }
 
 impl FileConfig {
@@ -302,6 +321,8 @@ pub struct AgentConfig {
     pub block_prefix: u8,
     pub settle: Duration,
     pub reconcile_interval: Duration,
+    /// The embedded DNS resolver's settings.
+    pub dns: crate::dns::DnsConfig,
 }
 
 impl AgentConfig {
@@ -316,6 +337,7 @@ impl AgentConfig {
 
     /// Flags win over the file; then every value is checked.
     pub fn merge(a: &AgentArgs, f: FileConfig) -> Result<Self, ConfigError> {
+        let dns = dns_config(a, &f)?;
         let node_name = match a.node_name.clone().or(f.node_name) {
             Some(n) => n,
             None => hostname(),
@@ -547,6 +569,7 @@ impl AgentConfig {
             block_prefix,
             settle: Duration::from_millis(settle_ms),
             reconcile_interval: Duration::from_secs(secs),
+            dns,
         })
     }
 }
@@ -594,6 +617,42 @@ pub fn parse_key(s: &str) -> Result<Vec<u8>, ConfigError> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| bad()))
         .collect()
+}
+
+/// The resolver settings from flags (first) and file.
+fn dns_config(a: &AgentArgs, f: &FileConfig) -> Result<crate::dns::DnsConfig, ConfigError> {
+    let mut d = crate::dns::DnsConfig::default();
+    let ups = if a.dns_upstreams.is_empty() {
+        &f.dns_upstreams
+    } else {
+        &a.dns_upstreams
+    };
+    for u in ups {
+        let addr = u
+            .parse::<SocketAddr>()
+            .or_else(|_| u.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+            .map_err(|_| err("dns_upstreams", format!("{u} is not IP or IP:PORT")))?;
+        d.upstreams.push(addr);
+    }
+    if let Some(t) = a.dns_ttl_secs.or(f.dns_ttl_secs) {
+        if t > 86_400 {
+            return Err(err("dns_ttl_secs", format!("{t} is above 86400")));
+        }
+        d.ttl = Duration::from_secs(t.into());
+    }
+    if let Some(ms) = a.dns_timeout_ms.or(f.dns_timeout_ms) {
+        if !(10..=60_000).contains(&ms) {
+            return Err(err("dns_timeout_ms", format!("{ms} is outside 10..=60000")));
+        }
+        d.forward_timeout = Duration::from_millis(ms);
+    }
+    if let Some(n) = a.dns_max_forwards.or(f.dns_max_forwards) {
+        if n == 0 {
+            return Err(err("dns_max_forwards", "must be at least 1"));
+        }
+        d.max_concurrent_forwards = n;
+    }
+    Ok(d)
 }
 
 fn parse_metrics_addr(s: &str) -> Result<SocketAddr, ConfigError> {

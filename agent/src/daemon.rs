@@ -184,6 +184,11 @@ pub async fn run(cfg: AgentConfig) -> Result<(), DaemonError> {
         }
     }
     let _ = rec.await;
+    if let Some(dns) = &agent.dns {
+        for (ns, e) in dns.shutdown().await {
+            tracing::debug!(netns = %ns.display(), error = %e, "stopping the DNS resolver");
+        }
+    }
     if let Some(m) = metrics {
         m.abort();
     }

@@ -240,6 +240,11 @@ impl Lab {
         Ok(netns_path(&ns))
     }
 
+    /// The path [`Lab::add_container`] gives (or gave) container `name` on `host`.
+    pub fn container_path(&self, host: usize, name: &str) -> PathBuf {
+        netns_path(&format!("{}-h{host}-{name}", self.prefix))
+    }
+
     /// Registers a namespace name prefix owned by this lab: on drop, every namespace whose
     /// name starts with `prefix` (e.g. the sandboxes an agent under test creates with its
     /// `--prefix`) is deleted, as is every root-namespace veth whose name starts with it.
@@ -898,7 +903,26 @@ fn remove_namespaces(names: &[String]) {
             Err(e) => eprintln!("lab cleanup: {e:#}"),
             _ => {}
         }
+        // Per-namespace files `ip netns exec` bind-mounts (a container's resolv.conf).
+        let etc = Path::new(ETC_NETNS_DIR).join(n);
+        if etc.is_dir() {
+            let _ = std::fs::remove_dir_all(&etc);
+        }
     }
+}
+
+/// Where `ip netns exec NAME` finds files to bind-mount over `/etc` (e.g.
+/// `/etc/netns/NAME/resolv.conf`).
+pub const ETC_NETNS_DIR: &str = "/etc/netns";
+
+/// `/etc/netns/<namespace name>/resolv.conf` of a named namespace (its directory created):
+/// the path an agent can write a container's resolv.conf at so that `ip netns exec` (and so
+/// [`Lab::exec`]) uses it. The lab removes the directory with the namespace.
+pub fn netns_resolv_conf(netns: &Path) -> Result<PathBuf> {
+    let name = netns.file_name().context("namespace path without a name")?;
+    let dir = Path::new(ETC_NETNS_DIR).join(name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir.join("resolv.conf"))
 }
 
 /// Deletes veths in the root namespace whose names start with one of `prefixes`.

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub lb_errors: Counter<u64, AtomicU64>,
     /// Conntrack entries deleted for removed backends.
     pub lb_conntrack_flushed: Counter<u64, AtomicU64>,
+    /// The embedded resolver's metrics (`swarmnet_dns_*`).
+    pub dns: crate::dns::DnsMetrics,
     /// 1, labelled with the balancer in use.
     pub lb_info: Family<Vec<(String, String)>, Gauge>,
     /// Last gossip byte totals seen (counters only move forward by the difference).
@@ -59,10 +61,12 @@ impl Default for Metrics {
             lb_errors: Counter::default(),
             lb_conntrack_flushed: Counter::default(),
             lb_info: Family::default(),
+            dns: crate::dns::DnsMetrics::default(),
             last_bytes: Mutex::new((0, 0)),
             registry: Registry::default(),
         };
         registry.register("members", "Other nodes that are up", m.members.clone());
+        m.dns.register(&mut registry);
         registry.register(
             "lb_programs",
             "Balancer programs of one container namespace",

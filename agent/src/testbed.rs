@@ -282,6 +282,11 @@ impl AgentCluster {
         if let Some(s) = self.opts.reconcile_interval_secs {
             args.extend(["--reconcile-interval-secs".into(), s.to_string()]);
         }
+        // Forwarded DNS stays in the lab: tests that need an upstream run it on host 0.
+        args.extend([
+            "--dns-upstream".into(),
+            format!("{}:53", self.hosts[0].addr),
+        ]);
         // Everyone joins host 0; host 0 joins host 1 (so a restarted host 0 finds the rest).
         let seed = if i == 0 { 1 } else { 0 };
         if seed < self.hosts.len() {

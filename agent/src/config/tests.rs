@@ -176,3 +176,28 @@ fn a_tcp_endpoint_with_tls_is_accepted() {
     assert_eq!(c.api[1].to_string(), "tcp://0.0.0.0:4243");
     assert!(c.tls.is_some());
 }
+
+#[test]
+fn dns_settings_are_checked_and_name_the_field() {
+    let f = FileConfig::default;
+    let mut a = AgentArgs::default();
+    a.dns_upstreams = vec!["10.0.0.1".into(), "10.0.0.2:5353".into()];
+    a.dns_ttl_secs = Some(30);
+    let c = AgentConfig::merge(&a, f()).unwrap();
+    assert_eq!(
+        c.dns.upstreams,
+        vec![
+            "10.0.0.1:53".parse().unwrap(),
+            "10.0.0.2:5353".parse().unwrap()
+        ]
+    );
+    assert_eq!(c.dns.ttl, Duration::from_secs(30));
+    a.dns_upstreams = vec!["nope".into()];
+    assert_eq!(field_of(&a, f()), "dns_upstreams");
+    a.dns_upstreams.clear();
+    a.dns_timeout_ms = Some(0);
+    assert_eq!(field_of(&a, f()), "dns_timeout_ms");
+    a.dns_timeout_ms = None;
+    a.dns_max_forwards = Some(0);
+    assert_eq!(field_of(&a, f()), "dns_max_forwards");
+}

@@ -117,6 +117,7 @@ impl Agent {
         let result = self.dataplane.reconcile(&d).await;
         // After the overlay, so that new containers' interfaces exist.
         self.reconcile_lb().await;
+        self.reconcile_dns().await;
         match result {
             Ok(report) => {
                 if !report.is_ok() {

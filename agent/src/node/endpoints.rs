@@ -383,11 +383,22 @@ impl Agent {
             disabled: false,
             resolv_conf: spec.resolv_conf.clone(),
         };
+        if let Some(path) = &ep.resolv_conf {
+            if self.dns.is_none() {
+                return Err(FieldError::new(
+                    "resolv_conf",
+                    "this agent serves no DNS (it runs without a dataplane)",
+                )
+                .into());
+            }
+            self.write_resolv_conf(path, &spec.dns_search, &spec.dns_options)?;
+        }
         self.update_local(|s| {
             s.endpoints.insert(ep.id.clone(), ep.clone());
         })?;
         // The kernel first: a failure is the caller's to see, and nothing was announced.
         if let Err(e) = self.reconcile_for_endpoint(&ep).await {
+            self.drop_resolv_conf(&ep);
             self.update_local(|s| {
                 s.endpoints.remove(&ep.id);
             })?;
@@ -492,6 +503,7 @@ impl Agent {
             .endpoints
             .values()
             .any(|e| e.network == ep.network && e.id != ep.id);
+        self.drop_resolv_conf(&ep);
         self.update_local(|s| {
             s.endpoints.remove(&ep.id);
         })?;
@@ -525,7 +537,11 @@ impl Agent {
             local: true,
             service_id: ep.service.clone().unwrap_or_default(),
             service_name: String::new(),
-            dns_server: String::new(),
+            dns_server: if self.dns.is_some() {
+                crate::dns::RESOLVER_IP.to_string()
+            } else {
+                String::new()
+            },
         }
     }
 

@@ -10,6 +10,7 @@
 mod balancing;
 mod cluster;
 mod desired;
+mod dns;
 mod endpoints;
 mod networks;
 mod services;
@@ -67,6 +68,8 @@ pub struct Agent {
     pub lb: Option<Arc<dyn LoadBalancer>>,
     /// Why this balancer (shown in status).
     pub lb_note: String,
+    /// The embedded DNS resolver (None without a dataplane).
+    pub dns: Option<Arc<crate::dns::Resolver>>,
     /// Last spec programmed per container namespace, and when (see [`balancing`]).
     lb_done: tokio::sync::Mutex<BTreeMap<std::path::PathBuf, (LbSpec, Instant)>>,
 }
@@ -91,6 +94,10 @@ impl Agent {
         underlay_mtu: u32,
         lb: Option<(Arc<dyn LoadBalancer>, String)>,
     ) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::default());
+        let dns = lb
+            .as_ref()
+            .map(|_| crate::dns::Resolver::new(cfg.dns.clone(), metrics.dns.clone()));
         let (lb, lb_note) = match lb {
             Some((lb, note)) => (Some(lb), note),
             None => (None, "no dataplane: no load balancing".to_string()),
@@ -106,7 +113,7 @@ impl Agent {
             id,
             db,
             dataplane,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             dirty: Notify::new(),
             underlay_mtu,
             state_dir,
@@ -121,6 +128,7 @@ impl Agent {
             lb,
             lb_note,
             lb_done: tokio::sync::Mutex::new(BTreeMap::new()),
+            dns,
         })
     }
 
