@@ -180,9 +180,11 @@ fn a_tcp_endpoint_with_tls_is_accepted() {
 #[test]
 fn dns_settings_are_checked_and_name_the_field() {
     let f = FileConfig::default;
-    let mut a = AgentArgs::default();
-    a.dns_upstreams = vec!["10.0.0.1".into(), "10.0.0.2:5353".into()];
-    a.dns_ttl_secs = Some(30);
+    let mut a = AgentArgs {
+        dns_upstreams: vec!["10.0.0.1".into(), "10.0.0.2:5353".into()],
+        dns_ttl_secs: Some(30),
+        ..Default::default()
+    };
     let c = AgentConfig::merge(&a, f()).unwrap();
     assert_eq!(
         c.dns.upstreams,
