@@ -183,7 +183,7 @@ fn dns_settings_are_checked_and_name_the_field() {
     let mut a = AgentArgs {
         dns_upstreams: vec!["10.0.0.1".into(), "10.0.0.2:5353".into()],
         dns_ttl_secs: Some(30),
-        ..Default::default()
+        ..args()
     };
     let c = AgentConfig::merge(&a, f()).unwrap();
     assert_eq!(
