@@ -215,6 +215,24 @@ pub enum ClusterCmd {
 pub enum DebugCmd {
     /// Dump tables, members, local state and dataplane state (JSON).
     Dump,
+    /// Run a tiny server that answers with its name and the client's address (HTTP on TCP
+    /// ports, plain text on UDP ports): start it in backend containers to try services out,
+    /// e.g. `ip netns exec web1 swarmnet debug whoami --name web1 --tcp 80`, then
+    /// `curl http://<service>/` from another container. Local: needs no agent.
+    Whoami {
+        /// Name in every answer [default: the host name].
+        #[arg(long)]
+        name: Option<String>,
+        /// TCP port to serve HTTP on (repeatable).
+        #[arg(long)]
+        tcp: Vec<u16>,
+        /// UDP port to answer on (repeatable).
+        #[arg(long)]
+        udp: Vec<u16>,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        max_secs: u64,
+    },
 }
 
 #[cfg(test)]

@@ -310,6 +310,7 @@ pub async fn run(args: &ClientArgs, cmd: Command) -> Result<String, CommandError
                 }
             }
         }
+        Command::Debug(DebugCmd::Whoami { .. }) => unreachable!("handled by main"),
         Command::Debug(DebugCmd::Dump) => {
             let mut c = DebugClient::new(ch);
             c.dump(pb::DumpRequest {}).await?.into_inner().json + "\n"

@@ -1,11 +1,14 @@
 //! `swarmnet demo`: a three-host cluster in network namespaces on this machine, shown working.
 //!
 //! It builds a [`Lab`](crate::lab::Lab) of three hosts on one underlay bridge, starts this
-//! very binary as `swarmnet agent` in each ([`AgentCluster`]), creates a network, attaches
-//! one container namespace per host through the CLI, prints the pings between the
-//! containers and the CLI's tables, and tears everything down: on success, on error, and
-//! on Ctrl-C / SIGTERM (a second signal exits at once, leaving the namespaces behind).
-//! Needs root; installs iproute2 and iputils-ping if missing.
+//! very binary as `swarmnet agent` in each ([`AgentCluster`]), creates a network and a
+//! service, attaches one backend container per host (each running `swarmnet debug whoami`)
+//! and a client container, and shows through the CLI and real clients: pings across the
+//! overlay, names resolved by the embedded DNS (`getent`), the VIP balanced over the three
+//! hosts (`curl`), a drained backend leaving the rotation, and the CLI's tables. It tears
+//! everything down on success, on error, and on Ctrl-C / SIGTERM (a second signal exits at
+//! once, leaving the namespaces behind). Needs root; installs iproute2, iputils-ping,
+//! nftables and curl if missing.
 
 use std::io::Write as _;
 use std::net::Ipv4Addr;
@@ -24,8 +27,12 @@ use crate::testbed::{AgentCluster, ClusterOptions, Container, TOOLS};
 const HOSTS: usize = 3;
 /// Name of the demo's network.
 const NETWORK: &str = "demo";
+/// Name of the demo's service.
+const SERVICE: &str = "web";
 /// Steps, for the progress lines.
-const STEPS: usize = 6;
+const STEPS: usize = 8;
+/// Tools of the demo beyond the lab's.
+const DEMO_TOOLS: [&str; 2] = ["curl", "getent"];
 
 /// Flags of `swarmnet demo`.
 #[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
@@ -127,7 +134,8 @@ fn show(text: &str) {
 fn run(args: &DemoArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
     println!(
         "swarmnet demo: {HOSTS} hosts in network namespaces on this machine, one `swarmnet \
-         agent` each,\na VXLAN overlay network between them, one container per host."
+         agent` each,\na VXLAN overlay network between them, a service with a backend \
+         container on every host,\nand a client container that reaches it by name."
     );
 
     step(1, "Checking root and tools");
@@ -136,7 +144,8 @@ fn run(args: &DemoArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
         "swarmnet demo needs root (it creates network namespaces, bridges and VXLAN \
          devices): run it as root, e.g. `sudo swarmnet demo`"
     );
-    let missing: Vec<&str> = TOOLS
+    let tools: Vec<&str> = TOOLS.iter().chain(DEMO_TOOLS.iter()).copied().collect();
+    let missing: Vec<&str> = tools
         .iter()
         .copied()
         .filter(|t| find_tool(t).is_none())
@@ -144,12 +153,13 @@ fn run(args: &DemoArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
     if !missing.is_empty() {
         println!("      installing {missing:?} with apt-get ...");
     }
-    ensure_tools(&TOOLS).context(
-        "the demo needs iproute2 (ip, bridge), iputils-ping and util-linux (nsenter); \
-         install them with `apt-get install -y --no-install-recommends iproute2 iputils-ping`",
+    ensure_tools(&tools).context(
+        "the demo needs iproute2 (ip, bridge), iputils-ping, util-linux (nsenter), nftables \
+         and curl; install them with `apt-get install -y --no-install-recommends iproute2 \
+         iputils-ping util-linux nftables curl`",
     )?;
     Lab::preflight().context("this machine cannot create network namespaces here")?;
-    println!("      ok: running as root; {} present", TOOLS.join(", "));
+    println!("      ok: running as root; {} present", tools.join(", "));
 
     step(
         2,
@@ -195,14 +205,42 @@ fn run(args: &DemoArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
         net.vni, net.subnet
     );
 
-    step(4, "Attaching one container namespace per host");
+    println!(
+        "      $ swarmnet service create {SERVICE} --network {NETWORK} --port 80    # on host1"
+    );
+    let svc = c.cli_json(
+        0,
+        &[
+            "service",
+            "create",
+            SERVICE,
+            "--network",
+            NETWORK,
+            "--port",
+            "80",
+        ],
+    )?;
+    let vip = svc["vips"][0]["vip"]
+        .as_str()
+        .context("service create printed no VIP")?
+        .to_string();
+    println!(
+        "      service {SERVICE}: VIP {vip} on {NETWORK}, balanced in every client's own namespace"
+    );
+
+    step(
+        4,
+        "Attaching a backend container per host (serving HTTP) and a client on host1",
+    );
+    let me = std::env::current_exe().context("locating this binary")?;
+    let me = me.display().to_string();
     let mut cs: Vec<Container> = Vec::new();
     for h in 0..HOSTS {
         check(cancel)?;
         let name = format!("web{}", h + 1);
-        let x = c.attach(h, NETWORK, &name)?;
+        let x = c.attach_with(h, NETWORK, &name, &["--service", SERVICE])?;
         println!(
-            "      $ swarmnet endpoint attach {NETWORK} --netns {} --name {name}    # on {}",
+            "      $ swarmnet endpoint attach {NETWORK} --netns {} --name {name} --service {SERVICE}    # on {}",
             x.netns.display(),
             c.hosts[h].name
         );
@@ -210,8 +248,39 @@ fn run(args: &DemoArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
             "        -> {name}: eth0 {} mac {} mtu {}",
             x.ip, x.mac, x.mtu
         );
+        c.lab.spawn(
+            &x.netns,
+            &[
+                &me,
+                "debug",
+                "whoami",
+                "--name",
+                &name,
+                "--tcp",
+                "80",
+                "--max-secs",
+                "900",
+            ],
+        )?;
         cs.push(x);
     }
+    println!(
+        "      each backend runs `swarmnet debug whoami --tcp 80` (answers with its name and the caller's address)"
+    );
+    let client_ns = c.lab.container_path(0, "client");
+    let rc = crate::lab::netns_resolv_conf(&client_ns)?;
+    let rc_s = rc.display().to_string();
+    let client = c.attach_with(0, NETWORK, "client", &["--resolv-conf", &rc_s])?;
+    println!(
+        "      $ swarmnet endpoint attach {NETWORK} --netns {} --name client --resolv-conf {rc_s}",
+        client.netns.display()
+    );
+    println!(
+        "        -> client: eth0 {}; its resolv.conf, written by the agent:",
+        client.ip
+    );
+    show(&std::fs::read_to_string(&rc).unwrap_or_default());
+    cs.push(client.clone());
     let took = c.wait_until(
         Duration::from_secs(15),
         "every host's dataplane knows every remote container",
@@ -234,11 +303,12 @@ fn run(args: &DemoArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
 
     step(
         5,
-        "Pinging across the overlay (3 pings each way round the ring)",
+        "Pinging across the overlay (3 pings each way round the ring, then the VIP)",
     );
     let mut failed = Vec::new();
-    for (i, a) in cs.iter().enumerate() {
-        let b = &cs[(i + 1) % cs.len()];
+    let ring: Vec<&Container> = cs.iter().take(HOSTS).collect();
+    for (i, a) in ring.iter().enumerate() {
+        let b = ring[(i + 1) % ring.len()];
         println!(
             "      {} ({}) -> {} ({}) {}",
             a.name, c.hosts[a.host].name, b.name, c.hosts[b.host].name, b.ip
@@ -248,11 +318,75 @@ fn run(args: &DemoArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
         }
         check(cancel)?;
     }
+    let vip_ip: Ipv4Addr = vip.parse().context("VIP")?;
+    println!("      client -> VIP {vip}");
+    if !ping(&c, &client, vip_ip)? {
+        failed.push(format!("client -> VIP {vip}"));
+    }
     if !failed.is_empty() {
         bail!("pings failed: {}", failed.join(", "));
     }
 
-    step(6, "The tables, as the CLI shows them");
+    step(
+        6,
+        "Names from the embedded DNS (127.0.0.11 in the client, answered by host1's agent)",
+    );
+    let tasks = format!("tasks.{SERVICE}");
+    for name in ["web3", "web3.demo", SERVICE, tasks.as_str()] {
+        let out = c.lab.exec(&client.netns, &["getent", "ahostsv4", name])?;
+        let mut ips: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect();
+        ips.sort();
+        ips.dedup();
+        ensure!(
+            !ips.is_empty(),
+            "getent ahostsv4 {name} found nothing in the client"
+        );
+        println!(
+            "      client$ getent ahostsv4 {name:<10} -> {}",
+            ips.join(" ")
+        );
+    }
+
+    step(
+        7,
+        &format!("Balancing: 6 requests to http://{SERVICE}/ from the client, then draining web2"),
+    );
+    println!("      client$ curl -s http://{SERVICE}/    (6 times)");
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let s = curl(&c, &client)?;
+        println!("        {s}");
+        seen.push(s);
+    }
+    ensure!(
+        ["web1", "web2", "web3"]
+            .iter()
+            .all(|n| seen.iter().any(|s| s.starts_with(n))),
+        "the VIP did not reach every backend: {seen:?}"
+    );
+    println!(
+        "      every backend answered, and each saw the client's own address {}",
+        client.ip
+    );
+    println!("      $ swarmnet endpoint disable web2    # on host2: drain before stopping it");
+    c.cli_ok(1, &["endpoint", "disable", "web2"])?;
+    let took = c.wait_until(Duration::from_secs(10), "web2 leaves the rotation", || {
+        let mut any = false;
+        for _ in 0..6 {
+            any |= curl(&c, &client)?.starts_with("web2");
+        }
+        Ok(!any)
+    })?;
+    println!(
+        "      within {} ms, new requests go only to web1 and web3",
+        took.as_millis()
+    );
+
+    step(8, "The tables, as the CLI shows them");
+    cmd(&c, 2, &["service", "inspect", SERVICE])?;
     cmd(&c, 1, &["network", "ls"])?;
     cmd(&c, 2, &["endpoint", "ls"])?;
     cmd(&c, 2, &["cluster", "members"])?;
@@ -291,6 +425,21 @@ fn run(args: &DemoArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// One `curl -s http://web/` from the client: the body (`<backend> <client ip>`).
+fn curl(c: &AgentCluster, client: &Container) -> Result<String> {
+    let url = format!("http://{SERVICE}/");
+    let out = c
+        .lab
+        .exec(&client.netns, &["curl", "-s", "--max-time", "2", &url])?;
+    ensure!(
+        out.status.success(),
+        "curl {url} from the client failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn check(cancel: &AtomicBool) -> Result<()> {

@@ -37,3 +37,4 @@ pub mod reconciler;
 pub mod records;
 pub mod state;
 pub mod testbed;
+pub mod whoami;

@@ -41,6 +41,26 @@ fn main() -> ExitCode {
             }
         }
         Command::Demo(args) => agent::demo::main(&args),
+        Command::Debug(agent::cli::DebugCmd::Whoami {
+            name,
+            tcp,
+            udp,
+            max_secs,
+        }) => {
+            let name = name.unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_else(|_| "whoami".into())
+            });
+            match agent::whoami::serve(&name, &tcp, &udp, std::time::Duration::from_secs(max_secs))
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("swarmnet debug whoami: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         cmd => {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -46,7 +46,7 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Poll period of the `wait_*` helpers.
 const POLL: Duration = Duration::from_millis(100);
 /// Tools the harness needs (installed if missing, as root).
-pub const TOOLS: [&str; 4] = ["ip", "bridge", "ping", "nsenter"];
+pub const TOOLS: [&str; 5] = ["ip", "bridge", "ping", "nsenter", "nft"];
 
 /// Per-process cluster counter, mixed into the agent prefix tags.
 static NEXT_CLUSTER: AtomicUsize = AtomicUsize::new(0);

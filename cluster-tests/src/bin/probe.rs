@@ -1,11 +1,9 @@
 //! `probe`: the test traffic of the service tests and benchmarks, run inside container
 //! namespaces (std only, no runtime).
 //!
-//! * `probe serve --name N --tcp P... --udp P...`: answers every TCP connection with a tiny
-//!   HTTP/1.0 response whose body is `N <client ip>\n` (curl-compatible), except that a
-//!   connection that starts with `HOLD\n` gets `N <client ip>\n` for every line it sends
-//!   (a long-lived connection); every UDP datagram gets `N <client ip>\n`. Exits after
-//!   `--max-secs` (default 600) so a leaked server cannot outlive a test run for long.
+//! * `probe serve --name N --tcp P... --udp P...`: [`agent::whoami::serve`] (what
+//!   `swarmnet debug whoami` runs): HTTP/1.0 answers `N <client ip>\n`, `HOLD\n` connections
+//!   answer every line, UDP answers every datagram. Exits after `--max-secs` (default 600).
 //! * `probe http ADDR PORT --count C [--parallel P]`: C short connections (HTTP GET), JSON
 //!   summary on stdout: answers by server name, client addresses the servers saw, failures,
 //!   elapsed time.
@@ -19,11 +17,11 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
@@ -117,7 +115,12 @@ fn main() -> Result<()> {
             tcp,
             udp,
             max_secs,
-        } => serve(&name, &tcp, &udp, Duration::from_secs(max_secs)),
+        } => Ok(agent::whoami::serve(
+            &name,
+            &tcp,
+            &udp,
+            Duration::from_secs(max_secs),
+        )?),
         Cmd::Http {
             addr,
             port,
@@ -163,76 +166,6 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
-}
-
-fn serve(name: &str, tcp: &[u16], udp: &[u16], max: Duration) -> Result<()> {
-    if tcp.is_empty() && udp.is_empty() {
-        bail!("give --tcp and/or --udp ports");
-    }
-    for &p in tcp {
-        let l = TcpListener::bind(("0.0.0.0", p)).with_context(|| format!("bind tcp {p}"))?;
-        let name = name.to_string();
-        std::thread::spawn(move || {
-            for conn in l.incoming().flatten() {
-                let name = name.clone();
-                std::thread::spawn(move || {
-                    let _ = answer_tcp(&name, conn);
-                });
-            }
-        });
-    }
-    for &p in udp {
-        let s = UdpSocket::bind(("0.0.0.0", p)).with_context(|| format!("bind udp {p}"))?;
-        let name = name.to_string();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            while let Ok((_, from)) = s.recv_from(&mut buf) {
-                let _ = s.send_to(format!("{name} {}\n", from.ip()).as_bytes(), from);
-            }
-        });
-    }
-    println!("serving");
-    std::thread::sleep(max);
-    Ok(())
-}
-
-fn answer_tcp(name: &str, conn: TcpStream) -> Result<()> {
-    let peer = conn.peer_addr()?.ip();
-    conn.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut w = conn.try_clone()?;
-    let mut r = BufReader::new(conn);
-    let mut first = String::new();
-    r.read_line(&mut first)?;
-    let body = format!("{name} {peer}\n");
-    if first == "HOLD\n" {
-        w.write_all(body.as_bytes())?;
-        // One reply per line, for at most an hour of lines.
-        for _ in 0..36_000 {
-            let mut line = String::new();
-            if r.read_line(&mut line)? == 0 {
-                break;
-            }
-            w.write_all(body.as_bytes())?;
-        }
-        return Ok(());
-    }
-    // An HTTP request: read the head (bounded), answer, close.
-    let mut head = first;
-    while !head.ends_with("\r\n\r\n") && !head.ends_with("\n\n") && head.len() < 8192 {
-        let mut line = String::new();
-        if r.read_line(&mut line)? == 0 {
-            break;
-        }
-        head.push_str(&line);
-    }
-    w.write_all(
-        format!(
-            "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    )?;
-    Ok(())
 }
 
 fn http_get(addr: SocketAddr, timeout: Duration) -> Result<String> {
