@@ -556,6 +556,14 @@ async fn metrics_and_health_are_served_on_loopback_when_enabled() {
     let m = get("/metrics");
     assert!(m.contains("swarmnet_reconcile_runs_total"), "{m}");
     assert!(m.contains("swarmnet_members 0"), "{m}");
+    assert!(
+        m.contains("swarmnet_load_balancer{kind=\"none\"} 1"),
+        "the balancer in use is a metric: {m}"
+    );
+    assert!(
+        m.contains("swarmnet_dns_"),
+        "DNS metrics are registered: {m}"
+    );
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
     drop(a);
 }

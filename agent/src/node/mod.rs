@@ -102,6 +102,11 @@ impl Agent {
             Some((lb, note)) => (Some(lb), note),
             None => (None, "no dataplane: no load balancing".to_string()),
         };
+        let kind = lb.as_ref().map_or("none", |l| l.kind().as_str());
+        metrics
+            .lb_info
+            .get_or_create(&vec![("kind".to_string(), kind.to_string())])
+            .set(1);
         let adopt = if local.networks.is_empty() {
             Duration::ZERO
         } else {
