@@ -6,4 +6,5 @@
 
 pub mod harness;
 pub mod ndb;
+pub mod report;
 pub mod serf;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::Agent;
 use crate::dns::{self, Zone};
 use crate::error::{AgentError, Result};
-use crate::records::{self, ENDPOINTS, EndpointRecord};
+use crate::records::EndpointRecord;
 use crate::state::LocalEndpoint;
 
 impl Agent {
@@ -20,15 +20,7 @@ impl Agent {
         let view = self.network_view().await?;
         let mut endpoints: Vec<(String, EndpointRecord)> = Vec::new();
         for net in local.networks.keys() {
-            for e in self.db.snapshot(Some(net), Some(ENDPOINTS)).await? {
-                if let Some(r) = e
-                    .new
-                    .as_deref()
-                    .and_then(|v| records::decode::<EndpointRecord>(ENDPOINTS, &e.key, v))
-                {
-                    endpoints.push((e.key.clone(), r));
-                }
-            }
+            endpoints.extend(self.endpoint_records(net).await?);
         }
         let services = self.services().await?;
         Ok(Zone::build(&view.defs, &endpoints, &services))

@@ -47,6 +47,21 @@ pub fn default_mac(ip: Ipv4Addr) -> [u8; 6] {
 }
 
 impl Agent {
+    /// The decoded `endpoints` table of `net`: (endpoint id, record); undecodable entries
+    /// are skipped.
+    pub async fn endpoint_records(&self, net: &str) -> Result<Vec<(String, EndpointRecord)>> {
+        Ok(self
+            .db
+            .snapshot(Some(net), Some(ENDPOINTS))
+            .await?
+            .into_iter()
+            .filter_map(|e| {
+                let r = records::decode::<EndpointRecord>(ENDPOINTS, &e.key, e.new.as_deref()?)?;
+                Some((e.key, r))
+            })
+            .collect())
+    }
+
     async fn usage(&self, net_id: &str) -> Result<Usage> {
         let mut u = Usage::default();
         for e in self.db.snapshot(Some(net_id), Some(IPAM)).await? {
@@ -62,16 +77,10 @@ impl Agent {
                 });
             }
         }
-        for e in self.db.snapshot(Some(net_id), Some(ENDPOINTS)).await? {
-            if let Some(r) = e
-                .new
-                .as_deref()
-                .and_then(|v| records::decode::<EndpointRecord>(ENDPOINTS, &e.key, v))
-            {
-                u.holders.insert(r.ip, r.name.clone());
-                u.macs.insert(r.mac, r.name.clone());
-                u.names.insert(r.name.clone(), (e.key.clone(), r.node));
-            }
+        for (id, r) in self.endpoint_records(net_id).await? {
+            u.holders.insert(r.ip, r.name.clone());
+            u.macs.insert(r.mac, r.name.clone());
+            u.names.insert(r.name.clone(), (id, r.node));
         }
         for e in self.db.snapshot(Some(net_id), Some(PEERS)).await? {
             if let Some(r) = e
@@ -474,13 +483,8 @@ impl Agent {
             [] => {
                 // Is it another node's?
                 for net in local.networks.keys() {
-                    for e in self.db.snapshot(Some(net), Some(ENDPOINTS)).await? {
-                        if let Some(r) = e
-                            .new
-                            .as_deref()
-                            .and_then(|v| records::decode::<EndpointRecord>(ENDPOINTS, &e.key, v))
-                            && (e.key == name_or_id || r.name == name_or_id)
-                        {
+                    for (id, r) in self.endpoint_records(net).await? {
+                        if id == name_or_id || r.name == name_or_id {
                             return Err(AgentError::FailedPrecondition(format!(
                                 "endpoint {name_or_id} is on node {}: detach it through that node's agent",
                                 r.node
@@ -601,34 +605,28 @@ impl Agent {
                 continue;
             }
             let Some(def) = net_def(net) else { continue };
-            for e in self.db.snapshot(Some(net), Some(ENDPOINTS)).await? {
-                if e.owner == self.id {
+            for (id, r) in self.endpoint_records(net).await? {
+                if r.node == self.id {
                     continue;
                 }
-                if let Some(r) = e
-                    .new
-                    .as_deref()
-                    .and_then(|v| records::decode::<EndpointRecord>(ENDPOINTS, &e.key, v))
-                {
-                    out.push(pb::Endpoint {
-                        id: e.key.clone(),
-                        name: r.name,
-                        network_id: def.id.clone(),
-                        network_name: def.name.clone(),
-                        node_id: r.node.to_string(),
-                        aliases: r.aliases,
-                        ip: format!("{}/{}", r.ip, r.prefix),
-                        mac: format_mac(&r.mac),
-                        ifname: String::new(),
-                        netns: String::new(),
-                        mtu: 0,
-                        disabled: r.disabled,
-                        local: false,
-                        service_id: r.service.unwrap_or_default(),
-                        service_name: String::new(),
-                        dns_server: String::new(),
-                    });
-                }
+                out.push(pb::Endpoint {
+                    id,
+                    name: r.name,
+                    network_id: def.id.clone(),
+                    network_name: def.name.clone(),
+                    node_id: r.node.to_string(),
+                    aliases: r.aliases,
+                    ip: format!("{}/{}", r.ip, r.prefix),
+                    mac: format_mac(&r.mac),
+                    ifname: String::new(),
+                    netns: String::new(),
+                    mtu: 0,
+                    disabled: r.disabled,
+                    local: false,
+                    service_id: r.service.unwrap_or_default(),
+                    service_name: String::new(),
+                    dns_server: String::new(),
+                });
             }
         }
         out.sort_by(|a, b| (&a.network_name, &a.name).cmp(&(&b.network_name, &b.name)));

@@ -16,8 +16,7 @@ use proto::{FieldError, ServiceModeArg, ServiceRequest, pb};
 use super::{Agent, now_ms};
 use crate::error::{AgentError, Result};
 use crate::records::{
-    self, ENDPOINTS, EndpointRecord, NetworkDef, Protocol, SERVICES, ServiceDef, ServiceMode,
-    ServicePort,
+    self, EndpointRecord, NetworkDef, Protocol, SERVICES, ServiceDef, ServiceMode, ServicePort,
 };
 
 /// A service created less than this long ago is never taken for deleted by the VIP release
@@ -311,14 +310,9 @@ impl Agent {
         net: &str,
     ) -> Result<BTreeMap<String, Vec<(String, EndpointRecord)>>> {
         let mut out: BTreeMap<String, Vec<(String, EndpointRecord)>> = BTreeMap::new();
-        for e in self.db.snapshot(Some(net), Some(ENDPOINTS)).await? {
-            if let Some(r) = e
-                .new
-                .as_deref()
-                .and_then(|v| records::decode::<EndpointRecord>(ENDPOINTS, &e.key, v))
-                && let Some(s) = r.service.clone()
-            {
-                out.entry(s).or_default().push((e.key.clone(), r));
+        for (id, r) in self.endpoint_records(net).await? {
+            if let Some(s) = r.service.clone() {
+                out.entry(s).or_default().push((id, r));
             }
         }
         Ok(out)

@@ -122,24 +122,8 @@ fn main() -> Result<()> {
         results.insert("catchup".into(), catchup(args.catchup_entries, &mut table)?);
     }
 
-    let width = table.iter().map(|(k, _)| k.len()).max().unwrap_or(10);
-    println!("\n{:width$}  result", "measurement");
-    println!("{}", "-".repeat(width + 30));
-    for (k, v) in &table {
-        println!("{k:width$}  {v}");
-    }
-    results.insert(
-        "machine".into(),
-        json!({"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)}),
-    );
-    if let Some(dir) = std::path::Path::new(&args.out).parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(
-        &args.out,
-        serde_json::to_string_pretty(&Value::Object(results))?,
-    )?;
-    println!("\nJSON written to {}", args.out);
+    cluster_tests::report::print_table(&table);
+    cluster_tests::report::write_results(&args.out, results)?;
     Ok(())
 }
 

@@ -108,27 +108,8 @@ fn main() -> Result<()> {
     if only.contains(&"http") {
         results.insert("http".into(), http(&args, &mut table)?);
     }
-    let width = table.iter().map(|(k, _)| k.len()).max().unwrap_or(10);
-    println!("\n{:width$}  result", "measurement");
-    println!("{}", "-".repeat(width + 40));
-    for (k, v) in &table {
-        println!("{k:width$}  {v}");
-    }
-    results.insert(
-        "machine".into(),
-        json!({
-            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-            "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
-        }),
-    );
-    if let Some(dir) = Path::new(&args.out).parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(
-        &args.out,
-        serde_json::to_string_pretty(&Value::Object(results))?,
-    )?;
-    println!("\nJSON written to {}", args.out);
+    cluster_tests::report::print_table(&table);
+    cluster_tests::report::write_results(&args.out, results)?;
     Ok(())
 }
 
