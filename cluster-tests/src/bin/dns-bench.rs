@@ -388,6 +388,7 @@ fn main() -> Result<()> {
     let rt = builder.enable_all().build()?;
     let upstream: SocketAddr = UPSTREAM.parse()?;
     let mut per_query_ns = 0u64;
+    let metrics = DnsMetrics::default();
     let resolver = rt.block_on(async {
         let stub = Stub::new(ext.iter().map(|(n, ips)| (n.as_str(), ips.clone())));
         let udp = tokio::net::UdpSocket::bind(upstream).await?;
@@ -399,7 +400,7 @@ fn main() -> Result<()> {
                 upstreams: vec![upstream],
                 ..DnsConfig::default()
             },
-            DnsMetrics::default(),
+            metrics.clone(),
         );
         let t = Instant::now();
         let zone = Zone::build(std::slice::from_ref(&net), &eps, &svcs);
@@ -553,6 +554,23 @@ fn main() -> Result<()> {
             rows.push((set.to_string(), server.to_string(), tp, lat));
         }
     }
+    // The resolver's own counters of failures (why a SERVFAIL, if any).
+    let failures: Vec<String> = {
+        let mut r = prometheus_client::registry::Registry::default();
+        metrics.register(&mut r);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r)?;
+        text.lines()
+            .filter(|l| {
+                !l.starts_with('#')
+                    && (l.contains("upstream_failures") || l.contains("forwards_rejected"))
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    for l in &failures {
+        println!("resolver metric: {l}");
+    }
     let errors = rt.block_on(resolver.shutdown());
     ensure!(errors.is_empty(), "shutdown: {errors:?}");
     drop(rt);
@@ -610,6 +628,7 @@ fn main() -> Result<()> {
         "latency_seconds": args.latency_seconds,
         "results": results,
         "throughput_ratio_swarmnet_over_dnsmasq": ratios,
+        "resolver_failure_metrics": failures,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
     });
     if let Some(parent) = Path::new(&out).parent() {
