@@ -62,6 +62,9 @@ struct Args {
     /// Tokio worker threads of the runtime serving the resolver (0: tokio's default).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// UDP tasks per namespace of the resolver (its `udp_workers`).
+    #[arg(long, default_value_t = DnsConfig::default().udp_workers)]
+    udp_workers: usize,
     /// Rounds; each runs every server back to back, and the table shows per-round medians.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -398,6 +401,7 @@ fn main() -> Result<()> {
         let resolver = Resolver::new(
             DnsConfig {
                 upstreams: vec![upstream],
+                udp_workers: args.udp_workers,
                 ..DnsConfig::default()
             },
             metrics.clone(),
@@ -623,6 +627,7 @@ fn main() -> Result<()> {
         "method": "medians over rounds; dnsperf 2.x, one client socket (-c 1); throughput runs with -q outstanding, latency runs at a fixed rate with -v (per-query latency -> p50/p99). swarmnet: agent::dns::Resolver in a container namespace via nft DNAT of 127.0.0.11:53; dnsmasq: --cache-size=0, addn-hosts with the same names, on 127.0.0.12:53 in the host namespace. swarmnet-no-dnat: the resolver's own port, skipping the DNAT rule (shows its cost). Both forward to one stub upstream on 127.0.0.1:5300.",
         "outstanding": args.outstanding,
         "rounds": args.rounds,
+        "udp_workers": args.udp_workers,
         "pure_query_path_ns": per_query_ns,
         "seconds": args.seconds,
         "latency_seconds": args.latency_seconds,
