@@ -517,3 +517,105 @@ fn serial_sync_reports_a_bad_namespace_and_still_serves_the_others() {
         }
     });
 }
+
+/// A TCP connection to `127.0.0.11:53` made from inside namespace `path` (through the DNAT).
+fn tcp_in(path: &Path) -> std::net::TcpStream {
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        setns(&f, CloneFlags::CLONE_NEWNET).unwrap();
+        let s = std::net::TcpStream::connect("127.0.0.11:53").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    })
+    .join()
+    .unwrap()
+}
+
+/// Sends one length-prefixed query for `name` (A) and reads the reply; `None` when the
+/// connection is closed.
+fn tcp_query(
+    s: &mut std::net::TcpStream,
+    name: &str,
+    id: u16,
+) -> Option<hickory_proto::op::Message> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    use std::io::{Read, Write};
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let b = m.to_vec().unwrap();
+    let mut framed = (b.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&b);
+    s.write_all(&framed).ok()?;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).ok()?;
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).ok()?;
+    Message::from_vec(&buf).ok()
+}
+
+#[test]
+fn serial_tcp_serves_several_queries_per_connection_closes_idle_and_excess_ones_and_forwards_are_bounded()
+ {
+    if let Some(why) = preflight(&["ip", "nft", "dig"]) {
+        println!("skipped: {why}");
+        return;
+    }
+    let mut env = Env::new("tcp");
+    let (c1, c1_path) = env.add_container("c1");
+    env.enter_host();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let metrics = DnsMetrics::default();
+        let resolver = Resolver::new(
+            DnsConfig {
+                upstreams: vec!["127.0.0.1:9".parse().unwrap()],
+                tcp_idle_timeout: Duration::from_millis(800),
+                max_tcp_connections: 2,
+                max_concurrent_forwards: 0,
+                ..DnsConfig::default()
+            },
+            metrics.clone(),
+        );
+        let (n, e, s) = tables();
+        resolver.set_zone(Arc::new(Zone::build(&n, &e, &s)));
+        let containers: BTreeMap<PathBuf, Vec<String>> =
+            [(c1_path.clone(), vec!["n-blue".to_string()])].into();
+        assert!(resolver.sync(&containers).await.errors.is_empty());
+        let path = c1_path.clone();
+        let (a, b, third, idle_closed) = tokio::task::spawn_blocking(move || {
+            let mut a = tcp_in(&path);
+            let r1 = tcp_query(&mut a, "db", 1).map(|m| (m.id, m.answers.len()));
+            let r2 = tcp_query(&mut a, "tasks.web", 2).map(|m| (m.id, m.answers.len()));
+            let mut b = tcp_in(&path);
+            let rb = tcp_query(&mut b, "web", 3).map(|m| m.answers.len());
+            // A third connection while two are open: closed at once.
+            let mut c = tcp_in(&path);
+            let third = tcp_query(&mut c, "web", 4);
+            // After the idle timeout, `a` is closed by the resolver.
+            std::thread::sleep(Duration::from_millis(1500));
+            let idle = tcp_query(&mut a, "db", 5);
+            ((r1, r2), rb, third.is_none(), idle.is_none())
+        })
+        .await
+        .unwrap();
+        assert_eq!(a, (Some((1, 1)), Some((2, 2))));
+        assert_eq!(b, Some(1));
+        assert!(third, "a third connection was served");
+        assert!(idle_closed, "an idle connection stayed open");
+        assert_eq!(metrics.tcp_rejected.get(), 1);
+        // No forward slot at all: SERVFAIL at once, counted.
+        let c = c1.clone();
+        let out = tokio::task::spawn_blocking(move || dig(&c, &["external.test"]))
+            .await
+            .unwrap();
+        assert_eq!(status(&out).as_deref(), Some("SERVFAIL"), "{out}");
+        assert_eq!(metrics.forwards_rejected.get(), 1);
+        assert!(resolver.shutdown().await.is_empty());
+    });
+}

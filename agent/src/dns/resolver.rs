@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use super::DnsError;
 use super::config::DnsConfig;
+use super::forward::UpstreamPool;
 use super::metrics::DnsMetrics;
 use super::netns::{self, NsId};
 use super::query::Limits;
@@ -35,6 +36,7 @@ pub(crate) struct Shared {
     zone: RwLock<Arc<Zone>>,
     upstreams: RwLock<Arc<Vec<SocketAddr>>>,
     forwards: Arc<Semaphore>,
+    pub(crate) pool: UpstreamPool,
 }
 
 impl Shared {
@@ -109,6 +111,7 @@ impl Resolver {
             zone: RwLock::new(Arc::new(Zone::default())),
             upstreams: RwLock::new(Arc::new(Vec::new())),
             forwards,
+            pool: UpstreamPool::default(),
             metrics,
             config,
         });
@@ -146,6 +149,7 @@ impl Resolver {
         } else {
             self.shared.config.upstreams.clone()
         };
+        self.shared.pool.retain(&list);
         if let Ok(mut u) = self.shared.upstreams.write() {
             *u = Arc::new(list);
         }
@@ -284,6 +288,7 @@ impl Resolver {
             }
         }
         self.shared.metrics.namespaces.set(0);
+        self.shared.pool.retain(&[]);
         errors
     }
 }

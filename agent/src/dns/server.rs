@@ -52,6 +52,7 @@ async fn forward_reply(
             &req.query,
             transport,
             &upstreams,
+            &shared.pool,
             shared.config.forward_timeout,
             &shared.metrics,
         )

@@ -62,6 +62,9 @@ struct Args {
     /// Tokio worker threads of the runtime serving the resolver (0: tokio's default).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// UDP tasks per namespace of the resolver (its `udp_workers`).
+    #[arg(long, default_value_t = DnsConfig::default().udp_workers)]
+    udp_workers: usize,
     /// Rounds; each runs every server back to back, and the table shows per-round medians.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -388,6 +391,7 @@ fn main() -> Result<()> {
     let rt = builder.enable_all().build()?;
     let upstream: SocketAddr = UPSTREAM.parse()?;
     let mut per_query_ns = 0u64;
+    let metrics = DnsMetrics::default();
     let resolver = rt.block_on(async {
         let stub = Stub::new(ext.iter().map(|(n, ips)| (n.as_str(), ips.clone())));
         let udp = tokio::net::UdpSocket::bind(upstream).await?;
@@ -397,9 +401,10 @@ fn main() -> Result<()> {
         let resolver = Resolver::new(
             DnsConfig {
                 upstreams: vec![upstream],
+                udp_workers: args.udp_workers,
                 ..DnsConfig::default()
             },
-            DnsMetrics::default(),
+            metrics.clone(),
         );
         let t = Instant::now();
         let zone = Zone::build(std::slice::from_ref(&net), &eps, &svcs);
@@ -553,6 +558,23 @@ fn main() -> Result<()> {
             rows.push((set.to_string(), server.to_string(), tp, lat));
         }
     }
+    // The resolver's own counters of failures (why a SERVFAIL, if any).
+    let failures: Vec<String> = {
+        let mut r = prometheus_client::registry::Registry::default();
+        metrics.register(&mut r);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r)?;
+        text.lines()
+            .filter(|l| {
+                !l.starts_with('#')
+                    && (l.contains("upstream_failures") || l.contains("forwards_rejected"))
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    for l in &failures {
+        println!("resolver metric: {l}");
+    }
     let errors = rt.block_on(resolver.shutdown());
     ensure!(errors.is_empty(), "shutdown: {errors:?}");
     drop(rt);
@@ -605,11 +627,13 @@ fn main() -> Result<()> {
         "method": "medians over rounds; dnsperf 2.x, one client socket (-c 1); throughput runs with -q outstanding, latency runs at a fixed rate with -v (per-query latency -> p50/p99). swarmnet: agent::dns::Resolver in a container namespace via nft DNAT of 127.0.0.11:53; dnsmasq: --cache-size=0, addn-hosts with the same names, on 127.0.0.12:53 in the host namespace. swarmnet-no-dnat: the resolver's own port, skipping the DNAT rule (shows its cost). Both forward to one stub upstream on 127.0.0.1:5300.",
         "outstanding": args.outstanding,
         "rounds": args.rounds,
+        "udp_workers": args.udp_workers,
         "pure_query_path_ns": per_query_ns,
         "seconds": args.seconds,
         "latency_seconds": args.latency_seconds,
         "results": results,
         "throughput_ratio_swarmnet_over_dnsmasq": ratios,
+        "resolver_failure_metrics": failures,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
     });
     if let Some(parent) = Path::new(&out).parent() {
