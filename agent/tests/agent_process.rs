@@ -686,3 +686,69 @@ async fn an_agent_keeps_trying_to_join_until_its_seed_comes_up() {
     .unwrap_or_else(|| panic!("b never joined; log:\n{}", b.log_text()));
     drop(a);
 }
+
+#[tokio::test]
+async fn services_created_apart_with_the_same_name_leave_only_the_older_when_the_agents_meet() {
+    use proto::pb::services_client::ServicesClient;
+    let a = AgentProc::start(Ipv4Addr::new(127, 0, 0, 8), &[]).await;
+    let b = AgentProc::start(Ipv4Addr::new(127, 0, 0, 9), &[]).await;
+    let ca = a.channel().await.unwrap();
+    let cb = b.channel().await.unwrap();
+    let mut ids = Vec::new();
+    for (c, net) in [(&ca, "red"), (&cb, "green")] {
+        NetworksClient::new(c.clone())
+            .create(create(net))
+            .await
+            .unwrap();
+        let s = ServicesClient::new(c.clone())
+            .create(pb::CreateServiceRequest {
+                name: "web".into(),
+                networks: vec![net.into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(s.vips.len(), 1, "a VIP on {net}: {s:?}");
+        ids.push(s.id);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = b.cli(&["cluster", "join", &a.gossip.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let only_older = |c: tonic::transport::Channel| {
+        let older = ids[0].clone();
+        async move {
+            let l = ServicesClient::new(c)
+                .list(pb::ListServicesRequest {})
+                .await
+                .ok()?
+                .into_inner()
+                .services;
+            (l.len() == 1 && l[0].id == older).then_some(())
+        }
+    };
+    eventually(Duration::from_secs(20), || only_older(ca.clone()))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "a: two services named web remain; b's log:\n{}",
+                b.log_text()
+            )
+        });
+    eventually(Duration::from_secs(20), || only_older(cb.clone()))
+        .await
+        .expect("b converges on the older service");
+    // The younger's creator withdraws it (table and local state), not just hides it.
+    let gone = || {
+        let dump = b.cli(&["debug", "dump"]);
+        let gone = !String::from_utf8_lossy(&dump.stdout).contains(&ids[1]);
+        async move { gone.then_some(()) }
+    };
+    eventually(Duration::from_secs(20), gone)
+        .await
+        .unwrap_or_else(|| panic!("b still holds the younger service; log:\n{}", b.log_text()));
+}

@@ -49,9 +49,37 @@ fn port_pb(p: &ServicePort) -> pb::ServicePort {
     }
 }
 
+/// Services by name conflict: (accepted, losers). Of several services with one name (created
+/// through different agents at the same moment), the one with the lowest (created, creator,
+/// id) is accepted everywhere alike.
+pub fn split_by_name(mut all: Vec<ServiceDef>) -> (Vec<ServiceDef>, Vec<ServiceDef>) {
+    all.sort_by(|a, b| {
+        (&a.name, a.created, a.creator, &a.id).cmp(&(&b.name, b.created, b.creator, &b.id))
+    });
+    let (mut accepted, mut losers) = (Vec::new(), Vec::new());
+    for s in all {
+        if accepted
+            .last()
+            .is_some_and(|w: &ServiceDef| w.name == s.name)
+        {
+            losers.push(s);
+        } else {
+            accepted.push(s);
+        }
+    }
+    (accepted, losers)
+}
+
 impl Agent {
-    /// Every service in the `services` table (as far as gossip has told this node), by name.
+    /// The services in the `services` table (as far as gossip has told this node), by name:
+    /// of two created with the same name on different agents at once, only the older (see
+    /// [`split_by_name`]); the other's creator withdraws it.
     pub async fn services(&self) -> Result<Vec<ServiceDef>> {
+        Ok(split_by_name(self.all_services().await?).0)
+    }
+
+    /// Every decodable entry of the `services` table, including the losers of name conflicts.
+    async fn all_services(&self) -> Result<Vec<ServiceDef>> {
         let mut out = Vec::new();
         for e in self.db.snapshot(Some(CLUSTER), Some(SERVICES)).await? {
             if let Some(d) = e
@@ -270,9 +298,15 @@ impl Agent {
         if local.services.is_empty() {
             return Ok(());
         }
-        let live: BTreeSet<String> = self.services().await?.into_iter().map(|s| s.id).collect();
+        let (accepted, losers) = split_by_name(self.all_services().await?);
+        for svc in losers.iter().filter(|s| local.services.contains_key(&s.id)) {
+            tracing::warn!(name = %svc.name, id = %svc.id, "an older service of the same name was created through another agent: withdrawing this one");
+            self.db.delete(CLUSTER, SERVICES, &svc.id).await?;
+            self.release_service(&svc.id).await?;
+        }
+        let live: BTreeSet<String> = accepted.into_iter().map(|s| s.id).collect();
         let grace = RELEASE_GRACE.as_millis() as u64;
-        for svc in local.services.values() {
+        for svc in self.local().services.values() {
             if !live.contains(&svc.id) && now_ms().saturating_sub(svc.created) > grace {
                 tracing::info!(name = %svc.name, id = %svc.id, "service deleted elsewhere: releasing its VIPs");
                 self.release_service(&svc.id).await?;
@@ -469,5 +503,39 @@ impl Agent {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use networkdb::NodeId;
+
+    use super::*;
+
+    fn svc(id: &str, name: &str, created: u64, creator: u64) -> ServiceDef {
+        ServiceDef {
+            id: id.into(),
+            name: name.into(),
+            aliases: vec![],
+            mode: ServiceMode::Vip,
+            ports: vec![],
+            networks: vec![],
+            vips: BTreeMap::new(),
+            creator: NodeId(creator),
+            created,
+        }
+    }
+
+    #[test]
+    fn of_two_services_with_one_name_the_older_wins_everywhere_alike() {
+        let a = svc("a", "web", 10, 2);
+        let b = svc("b", "web", 9, 3);
+        let c = svc("c", "db", 50, 1);
+        let d = svc("d", "web", 9, 1);
+        let (acc, lost) = split_by_name(vec![a.clone(), b.clone(), c.clone(), d.clone()]);
+        assert_eq!(acc, vec![c.clone(), d.clone()]);
+        assert_eq!(lost, vec![b.clone(), a.clone()]);
+        let (acc2, _) = split_by_name(vec![d, c, b, a]);
+        assert_eq!(acc2, acc, "the order of arrival does not matter");
     }
 }
