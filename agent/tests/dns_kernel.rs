@@ -502,6 +502,21 @@ fn serial_sync_reports_a_bad_namespace_and_still_serves_the_others() {
             .unwrap();
         assert_eq!(answers(&o1), vec!["10.1.0.20"], "{o1}");
         assert_eq!(answers(&o2), vec!["10.1.0.20"], "{o2}");
+        // A DNAT table deleted by hand is put back by the periodic repair.
+        let (repaired, errors) = resolver.repair().await;
+        assert!(
+            repaired.is_empty() && errors.is_empty(),
+            "{repaired:?} {errors:?}"
+        );
+        let del = in_ns(&c1, &["nft", "delete", "table", "ip", "swarmnet_dns"]);
+        assert!(del.status.success());
+        let (repaired, errors) = resolver.repair().await;
+        assert_eq!(repaired, vec![c1_path.clone()], "{errors:?}");
+        let c = c1.clone();
+        let o1 = tokio::task::spawn_blocking(move || dig(&c, &["db"]))
+            .await
+            .unwrap();
+        assert_eq!(answers(&o1), vec!["10.1.0.20"], "after the repair: {o1}");
         // The agent's own namespace is refused.
         containers.insert(own.clone(), vec![]);
         let report = resolver.sync(&containers).await;

@@ -115,6 +115,34 @@ pub async fn open(path: &Path, nft: PathBuf) -> Result<NsSockets, DnsError> {
     .await
 }
 
+/// Re-installs the DNAT rules in the namespace at `path` unless they already send port 53 to
+/// `udp_port` / `tcp_port` (someone deleted or edited the table). `Ok(true)` when repaired.
+pub async fn ensure_rules(
+    path: &Path,
+    nft: PathBuf,
+    udp_port: u16,
+    tcp_port: u16,
+) -> Result<bool, DnsError> {
+    let shown = path.display().to_string();
+    in_netns(path, move || {
+        let listed = Command::new(nft_binary(&nft))
+            .args(["list", "table", "ip", NFT_TABLE])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let intact = listed.contains(&format!("udp dport 53 dnat to {RESOLVER_IP}:{udp_port}"))
+            && listed.contains(&format!("tcp dport 53 dnat to {RESOLVER_IP}:{tcp_port}"));
+        if intact {
+            return Ok(false);
+        }
+        nft_apply(&nft, &shown, &dnat_script(udp_port, tcp_port))?;
+        Ok(true)
+    })
+    .await
+}
+
 /// Removes the DNAT table from the namespace at `path` (fine when it or the table is gone).
 pub async fn close(path: &Path, nft: PathBuf) -> Result<(), DnsError> {
     if !path.exists() {

@@ -276,6 +276,23 @@ impl Resolver {
         })
     }
 
+    /// Checks the DNAT rules of every served namespace and re-installs those that were
+    /// deleted or changed behind our back (the agent calls this once per reconcile period).
+    /// Returns the repaired namespaces and the errors.
+    pub async fn repair(&self) -> (Vec<PathBuf>, Vec<(PathBuf, DnsError)>) {
+        let served = self.served.lock().await;
+        let (mut repaired, mut errors) = (Vec::new(), Vec::new());
+        for (path, s) in served.iter() {
+            let (udp, tcp) = s.ports;
+            match netns::ensure_rules(path, self.shared.config.nft.clone(), udp, tcp).await {
+                Ok(true) => repaired.push(path.clone()),
+                Ok(false) => {}
+                Err(e) => errors.push((path.clone(), e)),
+            }
+        }
+        (repaired, errors)
+    }
+
     /// Stops every namespace (listeners, connections, DNAT rules). Errors are returned per
     /// namespace; everything is attempted.
     pub async fn shutdown(&self) -> Vec<(PathBuf, DnsError)> {

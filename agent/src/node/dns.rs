@@ -45,6 +45,23 @@ impl Agent {
         for (ns, e) in &report.errors {
             tracing::warn!(netns = %ns.display(), error = %e, "DNS resolver (retried on the next reconcile)");
         }
+        let due = {
+            let mut last = self.dns_repaired.lock().expect("not poisoned");
+            let due = last.is_none_or(|t| t.elapsed() >= self.cfg.reconcile_interval);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if due {
+            let (repaired, errors) = resolver.repair().await;
+            for ns in repaired {
+                tracing::warn!(netns = %ns.display(), "a container's DNS redirect was missing or changed: restored");
+            }
+            for (ns, e) in errors {
+                tracing::warn!(netns = %ns.display(), error = %e, "checking a container's DNS redirect");
+            }
+        }
     }
 
     /// Write `ep`'s resolv.conf (nameserver 127.0.0.11, the host's search domains then

@@ -70,6 +70,8 @@ pub struct Agent {
     pub lb_note: String,
     /// The embedded DNS resolver (None without a dataplane).
     pub dns: Option<Arc<crate::dns::Resolver>>,
+    /// When the containers' DNS redirects were last checked.
+    dns_repaired: Mutex<Option<Instant>>,
     /// Last spec programmed per container namespace, and when (see [`balancing`]).
     lb_done: tokio::sync::Mutex<BTreeMap<std::path::PathBuf, (LbSpec, Instant)>>,
 }
@@ -134,6 +136,7 @@ impl Agent {
             lb_note,
             lb_done: tokio::sync::Mutex::new(BTreeMap::new()),
             dns,
+            dns_repaired: Mutex::new(None),
         })
     }
 
