@@ -31,7 +31,33 @@ pub fn choose(choice: LbChoice) -> Result<(Arc<dyn LoadBalancer>, String), Strin
                 Arc::new(IpvsBalancer::new()),
                 format!("auto: this kernel has IPVS; {IPVS_UNTESTED}"),
             )),
-            Err(why) => Ok((nft()?, format!("auto: no IPVS on this kernel ({why})"))),
+            Err(why) => Ok((
+                nft()?,
+                format!("auto: no IPVS on this kernel ({why}); {IPVS_UNTESTED}"),
+            )),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_picks_a_balancer_and_says_why_and_that_ipvs_is_untested() {
+        // Needs `nft` and `nsenter` installed (the test suite installs them).
+        let Ok((lb, note)) = choose(LbChoice::Auto) else {
+            println!("skipped: nft or nsenter missing");
+            return;
+        };
+        assert!(note.starts_with("auto: "), "{note}");
+        assert!(note.contains(IPVS_UNTESTED), "{note}");
+        if ipvs_available().is_err() {
+            assert_eq!(lb.kind(), super::super::LbKind::Nftables);
+            assert!(
+                choose(LbChoice::Ipvs).is_err(),
+                "--lb ipvs must refuse here"
+            );
+        }
     }
 }
