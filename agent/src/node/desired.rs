@@ -114,9 +114,9 @@ impl Agent {
             self.adopt_kernel_peers(&mut d).await;
         }
         self.metrics.reconcile_runs.inc();
-        let result = self.dataplane.reconcile(&d).await;
-        // After the overlay, so that new containers' interfaces exist.
-        self.reconcile_lb().await;
+        // The balancer's rules need only the container's namespace, not its interfaces: both
+        // run at once (the overlay on its executor thread, the balancer on a blocking one).
+        let (result, ()) = tokio::join!(self.dataplane.reconcile(&d), self.reconcile_lb());
         self.reconcile_dns().await;
         match result {
             Ok(report) => {
