@@ -23,6 +23,11 @@ pub enum CommandError {
     Usage(String),
 }
 
+/// `{}` in JSON mode, else `text` (what commands without a result print).
+fn ack(json: bool, text: String) -> String {
+    if json { "{}\n".into() } else { text }
+}
+
 /// JSON, or the text form.
 fn show<T: Serialize + ?Sized>(json: bool, v: &T, text: impl FnOnce(&T) -> String) -> String {
     if json { output::json(&v) } else { text(v) }
@@ -104,41 +109,25 @@ pub async fn run(args: &ClientArgs, cmd: Command) -> Result<String, CommandError
                         })
                         .await?
                         .into_inner();
-                    if json {
-                        output::json(&net)
-                    } else {
-                        output::network(&net)
-                    }
+                    show(json, &net, output::network)
                 }
                 NetworkCmd::Ls => {
                     let list = c.list(pb::ListNetworksRequest {}).await?.into_inner();
-                    if json {
-                        output::json(&list.networks)
-                    } else {
-                        output::networks(&list.networks)
-                    }
+                    show(json, list.networks.as_slice(), output::networks)
                 }
                 NetworkCmd::Inspect { network } => {
                     let net = c
                         .inspect(pb::InspectNetworkRequest { network })
                         .await?
                         .into_inner();
-                    if json {
-                        output::json(&net)
-                    } else {
-                        output::network(&net)
-                    }
+                    show(json, &net, output::network)
                 }
                 NetworkCmd::Rm { network } => {
                     c.delete(pb::DeleteNetworkRequest {
                         network: network.clone(),
                     })
                     .await?;
-                    if json {
-                        "{}\n".into()
-                    } else {
-                        format!("{network}\n")
-                    }
+                    ack(json, format!("{network}\n"))
                 }
             }
         }
@@ -174,11 +163,7 @@ pub async fn run(args: &ClientArgs, cmd: Command) -> Result<String, CommandError
                         })
                         .await?
                         .into_inner();
-                    if json {
-                        output::json(&ep)
-                    } else {
-                        output::endpoint(&ep)
-                    }
+                    show(json, &ep, output::endpoint)
                 }
                 EndpointCmd::Detach { endpoint, network } => {
                     c.detach(pb::DetachRequest {
@@ -186,11 +171,7 @@ pub async fn run(args: &ClientArgs, cmd: Command) -> Result<String, CommandError
                         network: network.unwrap_or_default(),
                     })
                     .await?;
-                    if json {
-                        "{}\n".into()
-                    } else {
-                        format!("{endpoint}\n")
-                    }
+                    ack(json, format!("{endpoint}\n"))
                 }
                 EndpointCmd::Enable { endpoint, network } => {
                     let req = pb::EndpointServiceRequest {
@@ -215,11 +196,7 @@ pub async fn run(args: &ClientArgs, cmd: Command) -> Result<String, CommandError
                         })
                         .await?
                         .into_inner();
-                    if json {
-                        output::json(&list.endpoints)
-                    } else {
-                        output::endpoints(&list.endpoints)
-                    }
+                    show(json, list.endpoints.as_slice(), output::endpoints)
                 }
             }
         }
@@ -263,7 +240,7 @@ pub async fn run(args: &ClientArgs, cmd: Command) -> Result<String, CommandError
                         service: service.clone(),
                     })
                     .await?;
-                    show(json, &service, |s| format!("{s}\n"))
+                    ack(json, format!("{service}\n"))
                 }
             }
         }
@@ -272,41 +249,28 @@ pub async fn run(args: &ClientArgs, cmd: Command) -> Result<String, CommandError
             match cc {
                 ClusterCmd::Status => {
                     let s = c.status(pb::StatusRequest {}).await?.into_inner();
-                    if json {
-                        output::json(&s)
-                    } else {
-                        output::status(&s)
-                    }
+                    show(json, &s, output::status)
                 }
                 ClusterCmd::Members => {
                     let m = c.members(pb::MembersRequest {}).await?.into_inner();
-                    if json {
-                        output::json(&m.members)
-                    } else {
-                        output::members(&m.members)
-                    }
+                    show(json, m.members.as_slice(), output::members)
                 }
                 ClusterCmd::Join { seeds } => {
                     c.join(pb::JoinRequest {
                         seeds: seeds.clone(),
                     })
                     .await?;
-                    if json {
-                        "{}\n".into()
-                    } else {
+                    ack(
+                        json,
                         format!(
                             "joining {} (see `swarmnet cluster members`)\n",
                             seeds.join(", ")
-                        )
-                    }
+                        ),
+                    )
                 }
                 ClusterCmd::Leave => {
                     c.leave(pb::LeaveRequest {}).await?;
-                    if json {
-                        "{}\n".into()
-                    } else {
-                        "left the cluster\n".into()
-                    }
+                    ack(json, "left the cluster\n".into())
                 }
             }
         }

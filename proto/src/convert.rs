@@ -161,15 +161,7 @@ impl TryFrom<pb::AttachRequest> for AttachSpec {
             ));
         }
         validate_name("name", &r.name)?;
-        if r.aliases.len() > MAX_ALIASES {
-            return Err(FieldError::new(
-                "aliases",
-                format!("{} given, at most {MAX_ALIASES}", r.aliases.len()),
-            ));
-        }
-        for a in &r.aliases {
-            validate_name("aliases", a)?;
-        }
+        validate_aliases(&r.aliases)?;
         let ip = optional(&r.ip, |s| parse_ipv4("ip", s))?;
         let mac = optional(&r.mac, |s| parse_mac("mac", s))?;
         let ifname = if r.ifname.is_empty() {
@@ -371,15 +363,7 @@ impl TryFrom<pb::CreateServiceRequest> for ServiceRequest {
             ports.push(spec);
         }
         ports.sort();
-        if r.aliases.len() > MAX_ALIASES {
-            return Err(FieldError::new(
-                "aliases",
-                format!("{} given, at most {MAX_ALIASES}", r.aliases.len()),
-            ));
-        }
-        for a in &r.aliases {
-            validate_name("aliases", a)?;
-        }
+        validate_aliases(&r.aliases)?;
         Ok(ServiceRequest {
             name: r.name,
             networks,
@@ -449,6 +433,17 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<(), FieldError> 
         ));
     }
     Ok(())
+}
+
+/// At most [`MAX_ALIASES`] names, each valid by [`validate_name`].
+pub fn validate_aliases(aliases: &[String]) -> Result<(), FieldError> {
+    if aliases.len() > MAX_ALIASES {
+        return Err(FieldError::new(
+            "aliases",
+            format!("{} given, at most {MAX_ALIASES}", aliases.len()),
+        ));
+    }
+    aliases.iter().try_for_each(|a| validate_name("aliases", a))
 }
 
 /// An IPv4 address.

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::Agent;
+use super::services::by_service;
 use crate::error::Result;
 use crate::lb::{Backend, LbSpec, VipService};
 use crate::records::{EndpointRecord, ServiceDef, ServiceMode};
@@ -70,30 +71,45 @@ pub fn lb_specs(
         .collect()
 }
 
+/// What the balancer and the resolver read from the tables, taken once per reconcile.
+#[derive(Debug, Default)]
+pub struct ServiceTables {
+    /// [`Agent::services`].
+    pub services: Vec<ServiceDef>,
+    /// The `endpoints` table of every network this node has containers on, by network id.
+    pub endpoints: BTreeMap<String, Vec<(String, EndpointRecord)>>,
+}
+
 impl Agent {
-    /// The desired balancing state of this node's containers, from the tables.
-    pub async fn desired_lb(&self) -> Result<BTreeMap<PathBuf, LbSpec>> {
-        let local = self.local();
-        let services = self.services().await?;
-        let mut backends = BackendTable::new();
-        for net in local.networks.keys() {
-            backends.insert(net.clone(), self.backends_on(net).await?);
+    /// Snapshot the tables balancing and DNS are computed from.
+    pub async fn service_tables(&self) -> Result<ServiceTables> {
+        let mut endpoints = BTreeMap::new();
+        for net in self.local().networks.keys() {
+            endpoints.insert(net.clone(), self.endpoint_records(net).await?);
         }
+        Ok(ServiceTables {
+            services: self.services().await?,
+            endpoints,
+        })
+    }
+
+    /// The desired balancing state of this node's containers.
+    pub fn desired_lb(&self, tables: &ServiceTables) -> BTreeMap<PathBuf, LbSpec> {
+        let local = self.local();
+        let backends: BackendTable = tables
+            .endpoints
+            .iter()
+            .map(|(net, recs)| (net.clone(), by_service(recs.iter().cloned())))
+            .collect();
         let eps: Vec<&LocalEndpoint> = local.endpoints.values().collect();
-        Ok(lb_specs(&eps, &services, &backends))
+        lb_specs(&eps, &tables.services, &backends)
     }
 
     /// Program every container namespace whose spec changed (or is due for a repair).
     /// Failures are logged, counted and retried by the next run.
-    pub async fn reconcile_lb(&self) {
+    pub async fn reconcile_lb(&self, tables: &ServiceTables) {
         let Some(lb) = self.lb.clone() else { return };
-        let desired = match self.desired_lb().await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, "computing the balancer state");
-                return;
-            }
-        };
+        let desired = self.desired_lb(tables);
         let mut done = self.lb_done.lock().await;
         let due = self.cfg.reconcile_interval;
         let mut todo: Vec<(PathBuf, LbSpec)> = desired

@@ -116,8 +116,17 @@ impl Agent {
         self.metrics.reconcile_runs.inc();
         // The balancer's rules need only the container's namespace, not its interfaces: both
         // run at once (the overlay on its executor thread, the balancer on a blocking one).
-        let (result, ()) = tokio::join!(self.dataplane.reconcile(&d), self.reconcile_lb());
-        self.reconcile_dns().await;
+        let tables = self.service_tables().await;
+        let services = async {
+            match &tables {
+                Ok(t) => self.reconcile_lb(t).await,
+                Err(e) => tracing::warn!(error = %e, "reading the tables for balancing and DNS"),
+            }
+        };
+        let (result, ()) = tokio::join!(self.dataplane.reconcile(&d), services);
+        if let Ok(t) = &tables {
+            self.reconcile_dns(t).await;
+        }
         match result {
             Ok(report) => {
                 if !report.is_ok() {

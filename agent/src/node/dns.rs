@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::Agent;
+use super::balancing::ServiceTables;
 use crate::dns::{self, Zone};
 use crate::error::{AgentError, Result};
 use crate::records::EndpointRecord;
@@ -15,22 +16,18 @@ use crate::state::LocalEndpoint;
 impl Agent {
     /// The zone as the tables say now: every network definition, the endpoints of the
     /// networks this node has containers on, every service.
-    pub async fn dns_zone(&self) -> Result<Zone> {
-        let local = self.local();
+    pub async fn dns_zone(&self, tables: &ServiceTables) -> Result<Zone> {
         let view = self.network_view().await?;
-        let mut endpoints: Vec<(String, EndpointRecord)> = Vec::new();
-        for net in local.networks.keys() {
-            endpoints.extend(self.endpoint_records(net).await?);
-        }
-        let services = self.services().await?;
-        Ok(Zone::build(&view.defs, &endpoints, &services))
+        let endpoints: Vec<(String, EndpointRecord)> =
+            tables.endpoints.values().flatten().cloned().collect();
+        Ok(Zone::build(&view.defs, &endpoints, &tables.services))
     }
 
     /// Rebuild the zone and serve exactly the local containers (idempotent; per-namespace
     /// failures are logged and retried by the next run).
-    pub async fn reconcile_dns(&self) {
+    pub async fn reconcile_dns(&self, tables: &ServiceTables) {
         let Some(resolver) = &self.dns else { return };
-        match self.dns_zone().await {
+        match self.dns_zone(tables).await {
             Ok(z) => resolver.set_zone(Arc::new(z)),
             Err(e) => tracing::warn!(error = %e, "building the DNS zone"),
         }

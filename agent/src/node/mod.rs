@@ -97,9 +97,9 @@ impl Agent {
         lb: Option<(Arc<dyn LoadBalancer>, String)>,
     ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::default());
-        let dns = lb
-            .as_ref()
-            .map(|_| crate::dns::Resolver::new(cfg.dns.clone(), metrics.dns.clone()));
+        // Containers exist (and get a resolver) only with the kernel dataplane.
+        let dns = (dataplane.kind() == crate::config::DataplaneKind::Kernel)
+            .then(|| crate::dns::Resolver::new(cfg.dns.clone(), metrics.dns.clone()));
         let (lb, lb_note) = match lb {
             Some((lb, note)) => (Some(lb), note),
             None => (None, "no dataplane: no load balancing".to_string()),

@@ -70,6 +70,19 @@ pub fn split_by_name(mut all: Vec<ServiceDef>) -> (Vec<ServiceDef>, Vec<ServiceD
     (accepted, losers)
 }
 
+/// Endpoint records that back a service, by service id.
+pub fn by_service(
+    records: impl IntoIterator<Item = (String, EndpointRecord)>,
+) -> BTreeMap<String, Vec<(String, EndpointRecord)>> {
+    let mut out: BTreeMap<String, Vec<(String, EndpointRecord)>> = BTreeMap::new();
+    for (id, r) in records {
+        if let Some(s) = r.service.clone() {
+            out.entry(s).or_default().push((id, r));
+        }
+    }
+    out
+}
+
 impl Agent {
     /// The services in the `services` table (as far as gossip has told this node), by name:
     /// of two created with the same name on different agents at once, only the older (see
@@ -343,13 +356,7 @@ impl Agent {
         &self,
         net: &str,
     ) -> Result<BTreeMap<String, Vec<(String, EndpointRecord)>>> {
-        let mut out: BTreeMap<String, Vec<(String, EndpointRecord)>> = BTreeMap::new();
-        for (id, r) in self.endpoint_records(net).await? {
-            if let Some(s) = r.service.clone() {
-                out.entry(s).or_default().push((id, r));
-            }
-        }
-        Ok(out)
+        Ok(by_service(self.endpoint_records(net).await?))
     }
 
     /// The wire form of a service; `backends` only when asked (Inspect).
