@@ -16,8 +16,10 @@
 //! | [`nft_plan`] | pure planner of the nftables balancer (layout, names, diff -> script) |
 //! | [`nft_state`] | pure reader of `nft -j list table ip swarmnet_lb` |
 //! | [`nft`] | [`nft::NftLoadBalancer`]: reads, plans, applies in one `nft -f`, sweeps conntrack |
-//! | [`conntrack`] | ctnetlink dump/delete inside a namespace (shared by both balancers) |
+//! | [`conntrack`] | ctnetlink dump/delete inside a namespace (the nftables balancer's sweep) |
 //! | [`nfnl`] | a netfilter netlink socket inside a namespace; the nf_tables generation |
+//! | [`ipvs_backend`] | the IPVS balancer: fwmark services over the `ipvs` crate (untested end to end) |
+//! | `choose` | `--lb auto|nftables|ipvs` -> the balancer in use, and why |
 
 pub mod ipvs_backend;
 
