@@ -178,7 +178,7 @@ pub enum ServiceCmd {
         /// DNS returns the backends.
         #[arg(long, default_value = "vip", value_parser = ["vip", "dnsrr"])]
         mode: String,
-        /// Port to balance: PORT[:TARGET][/tcp|udp], e.g. 80:8080/tcp (repeatable). None: every
+        /// Port to balance: PORT[:TARGET][/PROTO] (PROTO tcp or udp), e.g. 80:8080/tcp (repeatable). None: every
         /// port reaches the backends unchanged.
         #[arg(long = "port", value_name = "PORT[:TARGET][/PROTO]")]
         ports: Vec<String>,

@@ -19,7 +19,7 @@
 //! | [`conntrack`] | ctnetlink dump/delete inside a namespace (the nftables balancer's sweep) |
 //! | [`nfnl`] | a netfilter netlink socket inside a namespace; the nf_tables generation |
 //! | [`ipvs_backend`] | the IPVS balancer: fwmark services over the `ipvs` crate (untested end to end) |
-//! | `choose` | `--lb auto|nftables|ipvs` -> the balancer in use, and why |
+//! | `choose` | `--lb` auto, nftables or ipvs -> the balancer in use, and why |
 
 pub mod ipvs_backend;
 

@@ -59,7 +59,7 @@ pub struct Agent {
     hlc: Mutex<u64>,
     started: Instant,
     /// Until then, the reconciler keeps remote peers it finds in the kernel (see
-    /// [`desired`]): after a restart, gossip has not delivered them yet.
+    /// `desired`): after a restart, gossip has not delivered them yet.
     pub adopt_until: Instant,
     join_state: Mutex<String>,
     /// Host routes read at start (refreshed on every network creation).

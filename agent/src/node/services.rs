@@ -86,7 +86,7 @@ pub fn by_service(
 impl Agent {
     /// The services in the `services` table (as far as gossip has told this node), by name:
     /// of two created with the same name on different agents at once, only the older (see
-    /// [`split_by_name`]); the other's creator withdraws it.
+    /// `split_by_name`); the other's creator withdraws it.
     pub async fn services(&self) -> Result<Vec<ServiceDef>> {
         Ok(split_by_name(self.all_services().await?).0)
     }
