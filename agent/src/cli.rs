@@ -178,8 +178,8 @@ pub enum ServiceCmd {
         /// DNS returns the backends.
         #[arg(long, default_value = "vip", value_parser = ["vip", "dnsrr"])]
         mode: String,
-        /// Port to balance: PORT[:TARGET][/PROTO] (PROTO tcp or udp), e.g. 80:8080/tcp (repeatable). None: every
-        /// port reaches the backends unchanged.
+        /// Port to balance: PORT, PORT:TARGET or PORT:TARGET/udp (default tcp), e.g. 80:8080.
+        /// Repeatable. None: every port reaches the backends unchanged.
         #[arg(long = "port", value_name = "PORT[:TARGET][/PROTO]")]
         ports: Vec<String>,
         /// Extra DNS name (repeatable).

@@ -1,6 +1,6 @@
 //! `swarmnet demo`: a three-host cluster in network namespaces on this machine, shown working.
 //!
-//! It builds a [`Lab`](crate::lab::Lab) of three hosts on one underlay bridge, starts this
+//! It builds a [`Lab`] of three hosts on one underlay bridge, starts this
 //! very binary as `swarmnet agent` in each ([`AgentCluster`]), creates a network and a
 //! service, attaches one backend container per host (each running `swarmnet debug whoami`)
 //! and a client container, and shows through the CLI and real clients: pings across the

@@ -26,7 +26,7 @@
 //! for leftovers of a run that crashed without unwinding.
 //!
 //! Everything here needs root (CAP_SYS_ADMIN + CAP_NET_ADMIN); [`Lab::preflight`] says
-//! whether this machine can run a lab, so tests can print "skipped: <reason>" instead.
+//! whether this machine can run a lab, so tests can print `skipped: <reason>` instead.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -68,7 +68,7 @@ static NEXT_LAB: AtomicUsize = AtomicUsize::new(0);
 #[derive(Debug)]
 pub struct Lab {
     prefix: String,
-    /// Third octet of the underlay subnet 192.168.<octet>.0/24.
+    /// Third octet of the underlay subnet `192.168.<octet>.0/24`.
     octet: u8,
     underlay: String,
     hosts: Vec<String>,
@@ -169,7 +169,7 @@ impl Lab {
 
     /// Whether this machine can run a lab: root, iproute2, and a namespace with a veth pair
     /// and a bridge can be created (tried on a throw-away namespace). `Err` carries the
-    /// reason, for "skipped: <reason>".
+    /// reason, for `skipped: <reason>`.
     pub fn preflight() -> Result<()> {
         preflight_basic()?;
         static PROBES: AtomicUsize = AtomicUsize::new(0);
