@@ -1,5 +1,6 @@
 //! Tunables of the core. Defaults are chosen for a LAN of up to a few hundred nodes.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// Configuration of a [`crate::Core`].
@@ -32,6 +33,15 @@ pub struct Config {
     pub suspect_to_down: Duration,
     /// Interval at which seeds are re-announced to while none of them is a live member.
     pub rejoin_interval: Duration,
+    /// Cluster-scope tables whose entries are *durable*: they describe the cluster, not a
+    /// node, so they are never suspended or reaped because their writer failed; only a
+    /// delete (a tombstone kept for `durable_tombstone_ttl`) removes them. Any node may
+    /// update or delete them (last writer wins). Every node of a cluster must list the same
+    /// tables. See [`crate::Core::restore`] for how they survive restarts.
+    pub durable_tables: BTreeSet<String>,
+    /// How long tombstones of durable tables are kept: a node that comes back after being
+    /// away for longer may bring back a durable entry deleted meanwhile.
+    pub durable_tombstone_ttl: Duration,
 }
 
 impl Default for Config {
@@ -50,6 +60,8 @@ impl Default for Config {
             probe_rtt: Duration::from_millis(200),
             suspect_to_down: Duration::from_millis(1200),
             rejoin_interval: Duration::from_secs(2),
+            durable_tables: BTreeSet::new(),
+            durable_tombstone_ttl: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -108,6 +120,33 @@ impl Config {
         if self.gossip_interval.is_zero() || self.sync_interval.is_zero() {
             return bad("gossip_interval", "intervals must be non-zero");
         }
+        if self
+            .durable_tables
+            .iter()
+            .any(|t| t.is_empty() || t.starts_with('_'))
+        {
+            return bad(
+                "durable_tables",
+                "table names must be non-empty and not start with '_'",
+            );
+        }
+        if self.durable_tombstone_ttl < self.tombstone_ttl {
+            return bad("durable_tombstone_ttl", "must be at least tombstone_ttl");
+        }
         Ok(())
+    }
+
+    /// Whether entries of `table` in `network` are durable (see [`Config::durable_tables`]).
+    pub fn is_durable(&self, network: &str, table: &str) -> bool {
+        network == crate::types::CLUSTER && self.durable_tables.contains(table)
+    }
+
+    /// How long a tombstone of `table` in `network` is kept.
+    pub fn tombstone_ttl_of(&self, network: &str, table: &str) -> Duration {
+        if self.is_durable(network, table) {
+            self.durable_tombstone_ttl
+        } else {
+            self.tombstone_ttl
+        }
     }
 }

@@ -99,6 +99,8 @@ pub struct Core {
     unknown_owner: bool,
     /// When a membership comparison was last asked for because of an unknown owner.
     last_member_sync: Option<Duration>,
+    /// Bumped on every change of a durable entry (see [`Core::durable_changes`]).
+    durable_changes: u64,
     stats: Stats,
 }
 
@@ -147,6 +149,7 @@ impl Core {
             joined: false,
             unknown_owner: false,
             last_member_sync: None,
+            durable_changes: 0,
             stats: Stats::default(),
         })
     }
@@ -397,6 +400,51 @@ impl Core {
         self.nets.values().map(|n| n.queue.len()).sum()
     }
 
+    // ---------------------------------------------------------------- durability
+
+    /// A counter bumped on every change of a durable entry (stored, replaced, expired): the
+    /// owner of the core persists [`Core::durable_records`] whenever it moved.
+    pub fn durable_changes(&self) -> u64 {
+        self.durable_changes
+    }
+
+    /// Every stored record of the durable tables, tombstones included, with residual ttls as
+    /// of `now`: what a node persists so that it can [`Core::restore`] them after a restart.
+    pub fn durable_records(&self, now: Duration) -> Vec<EntryRecord> {
+        let net = &self.nets[CLUSTER];
+        net.store
+            .entries
+            .iter()
+            .filter(|(_, s)| s.durable)
+            .map(|((t, k), s)| to_record(&CLUSTER.to_owned(), t, k, s, now))
+            .collect()
+    }
+
+    /// Put back durable records persisted by an earlier life of this node (or by any node):
+    /// each is applied with its original owner and version, as if a peer had sent it, so a
+    /// newer write or delete made anywhere meanwhile wins when anti-entropy meets it, and
+    /// nothing is re-asserted over it. Records of non-durable tables are ignored. Returns how
+    /// many were taken. Call before [`Core::join`].
+    pub fn restore(
+        &mut self,
+        now: Duration,
+        records: Vec<EntryRecord>,
+        rt: &mut impl Runtime,
+    ) -> usize {
+        let mut taken = 0;
+        for rec in records {
+            if !self.config.is_durable(&rec.network, &rec.table) {
+                continue;
+            }
+            let before = self.durable_changes;
+            self.apply_remote(now, rec, Relay::No, rt);
+            if self.durable_changes != before {
+                taken += 1;
+            }
+        }
+        taken
+    }
+
     // ---------------------------------------------------------------- input
 
     /// Handle one opened frame received from `from` (datagram or stream message).
@@ -532,7 +580,7 @@ impl Core {
             owner: self.me.id,
             version,
             ttl_ms: if value.is_none() {
-                self.config.tombstone_ttl.as_millis() as u64
+                self.config.tombstone_ttl_of(network, table).as_millis() as u64
             } else {
                 0
             },
@@ -549,14 +597,21 @@ impl Core {
     /// Store a record that won the LWW comparison; emit the visible change.
     fn store(&mut self, now: Duration, rec: EntryRecord, rt: &mut impl Runtime) {
         let fp = wire::fingerprint(&rec);
+        let durable = self.config.is_durable(&rec.network, &rec.table);
         let stored = Stored {
             owner: rec.owner,
             version: rec.version,
-            // A peer's residual never extends a tombstone beyond our own tombstone_ttl.
-            reap_at: now + Duration::from_millis(rec.ttl_ms).min(self.config.tombstone_ttl),
+            // A peer's residual never extends a tombstone beyond our own ttl for it.
+            reap_at: now
+                + Duration::from_millis(rec.ttl_ms)
+                    .min(self.config.tombstone_ttl_of(&rec.network, &rec.table)),
             value: rec.value,
             fp,
+            durable,
         };
+        if durable {
+            self.durable_changes += 1;
+        }
         let Some(net) = self.nets.get_mut(&rec.network) else {
             return;
         };
@@ -650,7 +705,10 @@ impl Core {
             self.stats.dropped_stale += 1;
             return;
         }
-        if rec.owner == self.me.id {
+        // Durable entries do not belong to their writer: whoever wrote them (an earlier life
+        // of this node included), last writer wins, and the writer's membership is irrelevant.
+        let durable = self.config.is_durable(&rec.network, &rec.table);
+        if rec.owner == self.me.id && !durable {
             // A write of ours that is newer than what we hold: it comes from an earlier life of
             // this node. Re-assert what we hold now, or tombstone what we no longer have.
             let (network, table, key) = (rec.network.clone(), rec.table.clone(), rec.key.clone());
@@ -664,17 +722,21 @@ impl Core {
             self.stats.reclaimed += 1;
             return;
         }
-        if self
-            .nodes
-            .get(&rec.owner)
-            .is_some_and(|n| n.reaped && !n.up)
+        if !durable
+            && self
+                .nodes
+                .get(&rec.owner)
+                .is_some_and(|n| n.reaped && !n.up)
         {
             self.stats.dropped_reaped += 1;
             return;
         }
         // Unknown to membership so far: stored suspended until foca reports it up, and
         // reaped like a down node if it never does.
-        if let std::collections::btree_map::Entry::Vacant(v) = self.nodes.entry(rec.owner) {
+        if !durable
+            && rec.owner != self.me.id
+            && let std::collections::btree_map::Entry::Vacant(v) = self.nodes.entry(rec.owner)
+        {
             v.insert(NodeState {
                 peer: None,
                 up: false,
@@ -758,7 +820,9 @@ impl Core {
     fn is_visible(&self, net: &Net, s: &Stored) -> bool {
         s.value.is_some()
             && net.leaving_until.is_none()
-            && (s.owner == self.me.id || self.nodes.get(&s.owner).is_some_and(|n| n.up))
+            && (s.durable
+                || s.owner == self.me.id
+                || self.nodes.get(&s.owner).is_some_and(|n| n.up))
     }
 
     /// Create events for the visible entries of a network whose table passes `filter`.
@@ -789,7 +853,7 @@ impl Core {
                 continue;
             }
             for ((t, k), s) in &net.store.entries {
-                if s.owner != owner || s.value.is_none() {
+                if s.owner != owner || s.value.is_none() || s.durable {
                     continue;
                 }
                 rt.notify(Notification::Entry(Event {
@@ -1039,7 +1103,32 @@ impl Core {
     /// Anti-entropy always rides the reliable transport: it is what guarantees convergence
     /// whatever gossip lost, and one lost step of an exchange would otherwise cost a whole
     /// sync period (with 10% loss, about a quarter of all three-step exchanges).
-    fn send_sync(&mut self, peer: SocketAddr, msg: wire::Sync, rt: &mut impl Runtime) {
+    ///
+    /// Every message carries this node's own attachment records of the networks it is about,
+    /// so the receiver never refuses to answer for lack of a membership fact it lost.
+    fn send_sync(&mut self, peer: SocketAddr, mut msg: wire::Sync, rt: &mut impl Runtime) {
+        let networks: BTreeSet<&str> = msg
+            .digests
+            .iter()
+            .map(|d| d.network.as_str())
+            .chain(msg.want_all.iter().map(|w| w.network.as_str()))
+            .chain(msg.buckets.iter().map(|b| b.network.as_str()))
+            .chain(msg.want_buckets.iter().map(|b| b.network.as_str()))
+            .filter(|n| *n != CLUSTER)
+            .collect();
+        let cluster = &self.nets[CLUSTER];
+        let attachments: Vec<EntryRecord> = networks
+            .into_iter()
+            .filter_map(|n| {
+                let key = attach_key(n, self.me.id);
+                cluster
+                    .store
+                    .get(ATTACH_TABLE, &key)
+                    .map(|s| to_record(&CLUSTER.to_owned(), ATTACH_TABLE, &key, s, Duration::ZERO))
+            })
+            .filter(|r| r.value.is_some())
+            .collect();
+        msg.entries.extend(attachments);
         let frame = wire::encode(&Message::Sync(msg));
         self.stats.sync_out += 1;
         rt.send(peer, Transport::Stream, frame);
@@ -1053,9 +1142,14 @@ impl Core {
         rt: &mut impl Runtime,
     ) {
         self.witness(s.clock);
-        // The sender's gossip address: `from` is a stream's ephemeral port, and the sender
-        // may not be a member we know yet (it just joined).
-        let reply_to = self.addr_of(s.from).or(s.addr).unwrap_or(from);
+        // Replies go to the address the request came from: its IP, with the sender's gossip
+        // port (`from` is a stream's ephemeral port; the sender may not be a member we know
+        // yet, it just joined). Never to an address the frame merely names.
+        let reply_to = self
+            .addr_of(s.from)
+            .or(s.addr)
+            .map(|a| SocketAddr::new(from.ip(), a.port()));
+        let asker = s.from;
         if !s.members.is_empty() {
             let mut acc = foca::AccumulatingRuntime::new();
             if let Err(e) = self.foca.apply_many(s.members.into_iter(), false, &mut acc) {
@@ -1094,6 +1188,10 @@ impl Core {
             ..Default::default()
         };
         for d in s.digests {
+            if !self.serves(&d.network, asker) {
+                self.stats.sync_refused += 1;
+                continue;
+            }
             let Some(net) = self.nets.get(&d.network) else {
                 continue;
             };
@@ -1123,6 +1221,10 @@ impl Core {
             }
         }
         for w in s.want_all {
+            if !self.serves(&w.network, asker) {
+                self.stats.sync_refused += 1;
+                continue;
+            }
             if let Some(net) = self.nets.get(&w.network) {
                 reply
                     .entries
@@ -1130,6 +1232,10 @@ impl Core {
             }
         }
         for ob in s.buckets {
+            if !self.serves(&ob.network, asker) {
+                self.stats.sync_refused += 1;
+                continue;
+            }
             let Some(net) = self.nets.get(&ob.network) else {
                 continue;
             };
@@ -1171,6 +1277,10 @@ impl Core {
             }
         }
         for wb in s.want_buckets {
+            if !self.serves(&wb.network, asker) {
+                self.stats.sync_refused += 1;
+                continue;
+            }
             if let Some(net) = self.nets.get(&wb.network) {
                 reply.entries.extend(net.store.records_of(
                     &wb.network,
@@ -1180,14 +1290,34 @@ impl Core {
                 ));
             }
         }
-        if !reply.is_empty() {
-            self.send_sync(reply_to, reply, rt);
+        if reply.is_empty() {
+            return;
         }
+        match reply_to {
+            Some(to) => self.send_sync(to, reply, rt),
+            None => {
+                self.stats.sync_refused += 1;
+                tracing::debug!(%from, "sync from a peer that named no gossip address: not answered");
+            }
+        }
+    }
+
+    /// Whether anti-entropy answers `asker` about `network`: the cluster scope for anyone
+    /// (every member is in it), another network only for a node attached to it. A request
+    /// carries the asker's attachments (see [`Core::send_sync`]), so a fresh attachment is
+    /// known by the time its first request is answered.
+    fn serves(&self, network: &str, asker: NodeId) -> bool {
+        network == CLUSTER
+            || self
+                .attached
+                .get(network)
+                .is_some_and(|nodes| nodes.contains(&asker))
     }
 
     // ---------------------------------------------------------------- reaping
 
     fn reap(&mut self, now: Duration, rt: &mut impl Runtime) {
+        let mut durable_expired = 0;
         for net in self.nets.values_mut() {
             let expired: Vec<(String, String)> = net
                 .store
@@ -1197,10 +1327,13 @@ impl Core {
                 .map(|(k, _)| k.clone())
                 .collect();
             for (t, k) in expired {
-                net.store.remove(&t, &k);
+                if net.store.remove(&t, &k).is_some_and(|s| s.durable) {
+                    durable_expired += 1;
+                }
                 self.stats.tombstones_reaped += 1;
             }
         }
+        self.durable_changes += durable_expired;
         let node_reap = self.config.node_reap;
         let to_reap: Vec<NodeId> = self
             .nodes
@@ -1210,11 +1343,12 @@ impl Core {
             .collect();
         for id in to_reap {
             for net in self.nets.values_mut() {
+                // Durable entries describe the cluster, not the node: they stay.
                 let keys: Vec<(String, String)> = net
                     .store
                     .entries
                     .iter()
-                    .filter(|(_, s)| s.owner == id)
+                    .filter(|(_, s)| s.owner == id && !s.durable)
                     .map(|(k, _)| k.clone())
                     .collect();
                 for (t, k) in keys {

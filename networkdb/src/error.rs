@@ -36,4 +36,9 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("the networkdb runtime has stopped")]
     Stopped,
+    #[error("durable tables file {path}: {reason}")]
+    Persist {
+        path: std::path::PathBuf,
+        reason: String,
+    },
 }

@@ -5,7 +5,10 @@
 //! tombstones, and spread by eager push plus bounded gossip rounds. Anti-entropy with a random
 //! peer per network, digest first, repairs whatever gossip lost. Membership and failure
 //! detection come from foca; entries of a node that is down are suspended (hidden, kept) and
-//! restored when it returns.
+//! restored when it returns. Entries of *durable* tables ([`Config::durable_tables`]) describe
+//! the cluster rather than their writer: they are never suspended or reaped with it, any node
+//! may update or delete them, and every node saves and restores them
+//! ([`Core::restore`], [`runtime::NodeConfig::durable_path`]).
 //!
 //! The [`Core`] is sans-IO: time, randomness and packets are inputs, effects go through the
 //! [`Runtime`] trait. [`runtime`] drives it with tokio, UDP and TCP, sealing every frame with

@@ -21,4 +21,7 @@ pub struct Stats {
     pub reclaimed: u64,
     pub tombstones_reaped: u64,
     pub nodes_reaped: u64,
+    /// Anti-entropy requests (or parts of them) not answered: about a network the asker is
+    /// not attached to, or from a peer that named no gossip address.
+    pub sync_refused: u64,
 }

@@ -16,6 +16,9 @@ pub(crate) struct Stored {
     /// Fingerprint of (table, key, owner, version, value): digest contribution and final
     /// tie-break of the last-writer-wins order.
     pub fp: u64,
+    /// Of a durable table (see [`crate::Config::durable_tables`]): visible whatever the
+    /// owner's state, never reaped with it.
+    pub durable: bool,
 }
 
 impl Stored {

@@ -9,6 +9,7 @@ use super::watch::{Watch, WatchOptions};
 use crate::core::MemberInfo;
 use crate::effects::Event;
 use crate::error::Error;
+use crate::types::EntryRecord;
 use crate::types::{NetworkId, NodeId, Peer};
 
 type Reply<T> = oneshot::Sender<T>;
@@ -42,6 +43,11 @@ pub(crate) enum Command {
         network: Option<NetworkId>,
         table: Option<String>,
         reply: Reply<Vec<Event>>,
+    },
+    Records {
+        network: NetworkId,
+        table: String,
+        reply: Reply<Vec<EntryRecord>>,
     },
     Members(Reply<Vec<MemberInfo>>),
     NetworkMembers(NetworkId, Reply<Vec<NodeId>>),

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::command::Command;
 use super::keys::{self, Keys, Opened};
+use super::persist::Persister;
 use super::stats::{IoCounters, RuntimeStats, bump};
 use super::stream::{self, Inbound};
 use super::timers::TimerQueue;
@@ -24,6 +25,7 @@ use super::watch::Watchers;
 use crate::core::Core;
 use crate::effects::Effects;
 use crate::effects::Transport;
+use crate::error::Error;
 
 /// Most inputs of one kind taken in one turn beyond the first.
 const BATCH: usize = 64;
@@ -56,6 +58,22 @@ pub(crate) struct Driver {
     pub stop_replies: Vec<oneshot::Sender<()>>,
     /// See [`super::NodeConfig::inbound_loss`].
     pub inbound_loss: f64,
+    /// Writer of the durable tables file, if configured.
+    pub persister: Option<Persister>,
+    /// Replies to puts and deletes on durable tables, waiting for this generation of the
+    /// durable tables to be on disk.
+    pub durable_waiters: Vec<(u64, DurableReply)>,
+}
+
+/// Sends the reply of a durable write once its outcome on disk is known.
+pub(crate) type DurableReply = Box<dyn FnOnce(Result<(), Error>) + Send>;
+
+/// Resolves when the writer reports a new generation: true, or false when it is gone.
+async fn persisted(p: Option<&mut Persister>) -> bool {
+    match p {
+        Some(p) => p.written.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
 }
 
 impl Driver {
@@ -92,6 +110,7 @@ impl Driver {
                     Err(e) => tracing::debug!(error = %e, "udp receive"),
                 },
                 Some((from, frame)) = self.inbound.recv() => self.frame(from, &frame).await,
+                alive = persisted(self.persister.as_mut()) => self.durable_written(alive),
                 () = sleep_until(wake), if wake.is_some() => {}
             }
             for _ in 0..BATCH {
@@ -123,8 +142,90 @@ impl Driver {
                 self.watchers.remove(id);
             }
             self.run_due_timers().await;
+            self.persist_changes();
         }
+        self.flush_durable().await;
         self.close().await;
+    }
+
+    /// Hand the durable tables to the writer if they changed and it is idle (it coalesces:
+    /// only the newest state is ever written).
+    fn persist_changes(&mut self) {
+        let Some(p) = self.persister.as_mut() else {
+            return;
+        };
+        let generation = self.core.durable_changes();
+        if generation != p.submitted && !p.busy() {
+            let now = Instant::now().saturating_duration_since(self.start);
+            p.submit(generation, self.core.durable_records(now));
+        }
+    }
+
+    /// The writer reported (or is gone): answer the writes that are on disk now.
+    fn durable_written(&mut self, alive: bool) {
+        let Some(p) = self.persister.as_ref() else {
+            return;
+        };
+        let written = p.written.borrow().clone();
+        let path = p.path().to_path_buf();
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.durable_waiters)
+            .into_iter()
+            .partition(|(g, _)| !alive || *g <= written.generation);
+        self.durable_waiters = waiting;
+        for (_, reply) in done {
+            let outcome = match (&written.error, alive) {
+                (_, false) => Err(Error::Persist {
+                    path: path.clone(),
+                    reason: "the writer thread stopped".into(),
+                }),
+                (Some(e), true) => Err(Error::Persist {
+                    path: path.clone(),
+                    reason: e.clone(),
+                }),
+                (None, true) => Ok(()),
+            };
+            reply(outcome);
+        }
+        if !alive {
+            tracing::error!(path = %path.display(), "the durable tables writer stopped: changes are no longer saved");
+            self.persister = None;
+        }
+    }
+
+    /// On stop: write what is not on disk yet (bounded), answer every waiting write.
+    async fn flush_durable(&mut self) {
+        let deadline = Instant::now() + DRAIN_TIMEOUT * 5;
+        loop {
+            self.persist_changes();
+            let target = self.core.durable_changes();
+            let Some(p) = self.persister.as_mut() else {
+                break;
+            };
+            if p.written.borrow().generation >= target {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, p.written.changed()).await {
+                Ok(Ok(())) => self.durable_written(true),
+                _ => break,
+            }
+        }
+        self.durable_written(true);
+        for (_, reply) in std::mem::take(&mut self.durable_waiters) {
+            reply(Err(Error::Stopped));
+        }
+        if let Some(p) = self.persister.take() {
+            let _ = tokio::task::spawn_blocking(move || p.finish()).await;
+        }
+    }
+
+    /// Answer a write now, or once the durable tables that hold it are on disk.
+    fn reply_durable(&mut self, before: u64, reply: DurableReply) {
+        let after = self.core.durable_changes();
+        if after != before && self.persister.is_some() {
+            self.durable_waiters.push((after, reply));
+        } else {
+            reply(Ok(()));
+        }
     }
 
     async fn close(self) {
@@ -275,9 +376,20 @@ impl Driver {
                 value,
                 reply,
             } => {
+                let before = self.core.durable_changes();
                 let res = self.core.put(now, &network, &table, &key, value, out);
                 self.effects(now).await;
-                let _ = reply.send(res);
+                match res {
+                    Ok(()) => self.reply_durable(
+                        before,
+                        Box::new(move |r| {
+                            let _ = reply.send(r);
+                        }),
+                    ),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Command::Delete {
                 network,
@@ -285,9 +397,20 @@ impl Driver {
                 key,
                 reply,
             } => {
+                let before = self.core.durable_changes();
                 let res = self.core.delete(now, &network, &table, &key, out);
                 self.effects(now).await;
-                let _ = reply.send(res);
+                match res {
+                    Ok(live) => self.reply_durable(
+                        before,
+                        Box::new(move |r| {
+                            let _ = reply.send(r.map(|()| live));
+                        }),
+                    ),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Command::Get {
                 network,
@@ -303,6 +426,15 @@ impl Driver {
                 reply,
             } => {
                 let _ = reply.send(self.core.snapshot(network.as_deref(), table.as_deref()));
+            }
+            Command::Records {
+                network,
+                table,
+                reply,
+            } => {
+                let mut records = self.core.records(now, &network);
+                records.retain(|r| r.table == table);
+                let _ = reply.send(records);
             }
             Command::Members(r) => {
                 let _ = r.send(self.core.members());

@@ -11,7 +11,7 @@ use super::watch::{Watch, WatchOptions};
 use crate::core::MemberInfo;
 use crate::effects::Event;
 use crate::error::Error;
-use crate::types::{NetworkId, NodeId, Peer};
+use crate::types::{EntryRecord, NetworkId, NodeId, Peer};
 
 /// A cheap, cloneable handle to a node started by [`super::spawn`].
 ///
@@ -76,7 +76,9 @@ impl Handle {
 
     /// Create or update an entry owned by this node. Fails with [`Error::NotMember`] unless
     /// the network was joined, and with [`Error::Invalid`] for an empty key or a table that is
-    /// empty or starts with `_`.
+    /// empty or starts with `_`. On a durable table it returns once the change is on disk
+    /// (see [`super::NodeConfig::durable_path`]); [`Error::Persist`] then says the write is
+    /// live in the cluster but could not be saved here.
     pub async fn put(
         &self,
         network: &str,
@@ -94,7 +96,7 @@ impl Handle {
         .await?
     }
 
-    /// Delete an entry; false if there was no live one.
+    /// Delete an entry; false if there was no live one. Durable tables: as [`Handle::put`].
     pub async fn delete(&self, network: &str, table: &str, key: &str) -> Result<bool, Error> {
         self.call(|reply| Command::Delete {
             network: network.to_owned(),
@@ -130,6 +132,18 @@ impl Handle {
         self.call(|reply| Command::Snapshot {
             network: network.map(str::to_owned),
             table: table.map(str::to_owned),
+            reply,
+        })
+        .await
+    }
+
+    /// Every stored record of one table of a network, as the core holds it: tombstones and
+    /// entries of nodes that are down (suspended, hidden from watchers) included. For
+    /// diagnostics and for naming nodes that are down; not for deciding what is live.
+    pub async fn records(&self, network: &str, table: &str) -> Result<Vec<EntryRecord>, Error> {
+        self.call(|reply| Command::Records {
+            network: network.to_owned(),
+            table: table.to_owned(),
             reply,
         })
         .await

@@ -36,6 +36,7 @@ mod driver;
 mod handle;
 mod keys;
 mod node_config;
+mod persist;
 mod sockets;
 mod stats;
 mod stream;
@@ -43,6 +44,7 @@ mod timers;
 mod watch;
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use rand::RngExt;
 use tokio::sync::mpsc;
@@ -100,7 +102,7 @@ pub async fn spawn(cfg: NodeConfig) -> Result<Handle, Error> {
         generation: cfg.generation,
     };
     let seed = cfg.seed.unwrap_or_else(|| rand::rng().random());
-    let core = Core::new(cfg.core.clone(), me.clone(), seed)?;
+    let mut core = Core::new(cfg.core.clone(), me.clone(), seed)?;
     // At ERROR level so that the span (and the node id) is on every event that is logged
     // at all, whatever the filter.
     let span = tracing::error_span!("networkdb", node = %cfg.id);
@@ -108,6 +110,32 @@ pub async fn spawn(cfg: NodeConfig) -> Result<Handle, Error> {
         span.in_scope(|| tracing::warn!("gossip encryption disabled: no key configured"));
     }
     span.in_scope(|| tracing::info!(?me, %bound, "started"));
+    let start = Instant::now();
+    let mut outbox = Effects::default();
+    let persister = match &cfg.durable_path {
+        Some(path) => {
+            let loaded = persist::load(path)?;
+            let ttl = cfg.core.durable_tombstone_ttl;
+            let n = loaded.records.len();
+            let taken = core.restore(Duration::ZERO, loaded.records, &mut outbox);
+            span.in_scope(|| {
+                if n > 0 && loaded.age > ttl {
+                    tracing::warn!(
+                        path = %path.display(),
+                        age = ?loaded.age,
+                        "the durable tables were saved longer ago than their tombstones are kept: \
+                         entries deleted in the cluster meanwhile may come back from this node"
+                    );
+                }
+                tracing::info!(path = %path.display(), records = n, taken, "restored the durable tables");
+            });
+            Some(persist::Persister::start(
+                path.clone(),
+                core.durable_changes(),
+            )?)
+        }
+        None => None,
+    };
 
     let ring = Arc::new(RwLock::new(Keys::new(ring)));
     let counters = Arc::new(IoCounters::default());
@@ -126,21 +154,23 @@ pub async fn spawn(cfg: NodeConfig) -> Result<Handle, Error> {
     let (unwatch_tx, unwatch_rx) = mpsc::unbounded_channel();
     let driver = Driver {
         core,
-        start: Instant::now(),
+        start,
         udp,
-        streams: stream::Sender::new(ring.clone(), counters.clone()),
+        streams: stream::Sender::new(ring.clone(), counters.clone(), bound),
         ring,
         counters,
         acceptor,
         timers: TimerQueue::default(),
         watchers: Watchers::new(cfg.watch_capacity, unwatch_tx),
-        outbox: Effects::default(),
+        outbox,
         commands: cmd_rx,
         unwatch: unwatch_rx,
         inbound: inbound_rx,
         stop_at: None,
         stop_replies: Vec::new(),
         inbound_loss: cfg.inbound_loss,
+        persister,
+        durable_waiters: Vec::new(),
     };
     tokio::spawn(driver.run().instrument(span));
     Ok(Handle::new(cmd_tx, addr, bound))

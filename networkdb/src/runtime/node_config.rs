@@ -1,6 +1,7 @@
 //! What a node needs to start: identity, addresses, keys and tunables.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
@@ -34,6 +35,11 @@ pub struct NodeConfig {
     /// Share (0..1) of received datagrams dropped on purpose, before opening: emulated packet
     /// loss for tests and benchmarks on loopback. 0 in production.
     pub inbound_loss: f64,
+    /// File holding the durable tables ([`crate::Config::durable_tables`]): loaded and
+    /// restored at start, rewritten (crash-safely, off the core task) on every change. A put
+    /// or delete on a durable table returns once the change is on disk. None: durable tables
+    /// live in memory only.
+    pub durable_path: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -50,6 +56,7 @@ impl NodeConfig {
             seed: None,
             watch_capacity: DEFAULT_WATCH_CAPACITY,
             inbound_loss: 0.0,
+            durable_path: None,
         }
     }
 }

@@ -148,15 +148,33 @@ pub(crate) struct Sender {
     ring: Arc<RwLock<Keys>>,
     counters: Arc<IoCounters>,
     slots: Arc<Semaphore>,
+    /// Source address of outgoing connections: the node's bound IP when it is specific, so
+    /// that peers see streams come from the address the node gossips from (they answer
+    /// anti-entropy to the IP a request came from).
+    source: Option<std::net::IpAddr>,
 }
 
 impl Sender {
-    pub fn new(ring: Arc<RwLock<Keys>>, counters: Arc<IoCounters>) -> Sender {
+    pub fn new(ring: Arc<RwLock<Keys>>, counters: Arc<IoCounters>, bound: SocketAddr) -> Sender {
         Sender {
             ring,
             counters,
             slots: Arc::new(Semaphore::new(MAX_OUTBOUND)),
+            source: (!bound.ip().is_unspecified()).then_some(bound.ip()),
         }
+    }
+
+    async fn connect(&self, to: SocketAddr) -> std::io::Result<TcpStream> {
+        let Some(ip) = self.source.filter(|ip| ip.is_ipv4() == to.is_ipv4()) else {
+            return TcpStream::connect(to).await;
+        };
+        let socket = if ip.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(ip, 0))?;
+        socket.connect(to).await
     }
 
     /// Deliver one (unsealed) frame to `to` in the background.
@@ -184,7 +202,7 @@ impl Sender {
             .acquire()
             .await
             .map_err(|_| std::io::Error::other("sender closed"))?;
-        let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to))
+        let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, self.connect(to))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect"))??;
         // Sealed as late as possible, with the primary key in force now.

@@ -13,6 +13,10 @@
 //!   those queued before the crash); frames it sent before crashing still arrive;
 //! - a frame filter ([`Sim::set_filter`]) may drop or rewrite any frame.
 //!
+//! Durable tables ([`Config::durable_tables`]) are persisted as the runtime does: a crash
+//! keeps the node's durable records as of the crash (the runtime answers a durable write only
+//! once it is on disk), and a restart restores them ([`Core::restore`]) before joining.
+//!
 //! Frames travel unsealed: sealing is the runtime's business, not the core's. Traffic
 //! statistics add a documented per-packet overhead for headers and sealing
 //! ([`DATAGRAM_OVERHEAD`], [`STREAM_OVERHEAD`]).
@@ -35,7 +39,7 @@ use crate::core::Core;
 pub use crate::effects::Effects;
 use crate::effects::{Notification, Timer, Transport};
 use crate::error::Error;
-use crate::types::{NetworkId, NodeId, Peer};
+use crate::types::{EntryRecord, NetworkId, NodeId, Peer};
 use crate::wire;
 
 pub use self::stats::{
@@ -165,6 +169,9 @@ struct SimNode {
     generation: u64,
     stats: NodeStats,
     events: Vec<(Duration, Notification)>,
+    /// Durable records on "disk", and when they were saved.
+    disk: Vec<EntryRecord>,
+    saved_at: Duration,
 }
 
 /// The simulated cluster. See the module docs.
@@ -239,6 +246,8 @@ impl Sim {
                 generation: 0,
                 stats: NodeStats::default(),
                 events: Vec::new(),
+                disk: Vec::new(),
+                saved_at: Duration::ZERO,
             });
             sim.boot(i);
             let at = if sim.cfg.join_spread.is_zero() {
@@ -530,16 +539,49 @@ impl Sim {
 
     /// Crash node `i` now: its core is dropped with everything queued for it.
     pub fn crash(&mut self, i: usize) {
+        let now = self.now;
         let node = &mut self.nodes[i];
-        node.core = None;
+        if let Some(core) = node.core.take() {
+            node.disk = core.durable_records(now);
+            node.saved_at = now;
+        }
         node.life += 1;
+    }
+
+    /// The durable records node `i` would restore from disk now (as of its last crash).
+    pub fn disk(&self, i: usize) -> &[EntryRecord] {
+        &self.nodes[i].disk
+    }
+
+    /// Forget what node `i` saved (a crashed node whose disk was replaced).
+    pub fn lose_disk(&mut self, i: usize) {
+        self.nodes[i].disk.clear();
     }
 
     /// Restart node `i` now with the same id and a higher generation: a fresh core that joins
     /// `plan.networks`, puts `plan.entries`, then joins the cluster through the seeds. A live
     /// node is crashed first.
     pub fn restart(&mut self, i: usize, plan: Restart) {
+        if let Some(core) = self.nodes[i].core.take() {
+            self.nodes[i].disk = core.durable_records(self.now);
+            self.nodes[i].saved_at = self.now;
+        }
         self.boot(i);
+        let away = self.now.saturating_sub(self.nodes[i].saved_at).as_millis() as u64;
+        let records: Vec<EntryRecord> = self.nodes[i]
+            .disk
+            .iter()
+            .filter(|r| r.value.is_some() || r.ttl_ms > away)
+            .map(|r| EntryRecord {
+                ttl_ms: if r.value.is_none() {
+                    r.ttl_ms - away
+                } else {
+                    0
+                },
+                ..r.clone()
+            })
+            .collect();
+        self.call(i, |c, now, rt| c.restore(now, records, rt));
         self.rejoin(i, plan);
     }
 
