@@ -21,6 +21,7 @@ pub const DEFAULT_BLOCK_PREFIX: u8 = 28;
 pub const DEFAULT_SETTLE_MS: u64 = 1000;
 pub const DEFAULT_RECONCILE_SECS: u64 = 10;
 pub const DEFAULT_METRICS_PORT: u16 = 9323;
+pub const DEFAULT_NODE_REAP_SECS: u64 = 1800;
 
 /// A configuration error: the field and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,7 +63,8 @@ impl DataplaneKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LbChoice {
-    /// IPVS when the kernel has it, else nftables.
+    /// nftables (IPVS is used only when chosen explicitly, until its backend is proven end
+    /// to end on a kernel with IPVS).
     #[default]
     Auto,
     /// nftables maps in each client container (any kernel with nf_tables).
@@ -145,8 +147,8 @@ pub struct AgentArgs {
     /// [default: kernel].
     #[arg(long, value_enum)]
     pub dataplane: Option<DataplaneKind>,
-    /// Service load balancer: auto (IPVS when the kernel has it, else nftables), nftables or
-    /// ipvs [default: auto].
+    /// Service load balancer: auto (nftables; the IPVS backend only when chosen
+    /// explicitly), nftables or ipvs [default: auto].
     #[arg(long, value_enum)]
     pub lb: Option<LbChoice>,
     /// Pool new networks' subnets come from [default: 10.128.0.0/9].
@@ -168,6 +170,11 @@ pub struct AgentArgs {
     /// Period of the full dataplane reconcile, in seconds [default: 10].
     #[arg(long, value_name = "SECS")]
     pub reconcile_interval_secs: Option<u64>,
+    /// How long the endpoints and address blocks of a node that failed are kept (hidden)
+    /// before every other node drops them, in seconds; a node back within it restores them
+    /// at once. Networks and services are never dropped with a node [default: 1800].
+    #[arg(long, value_name = "SECS")]
+    pub node_reap_secs: Option<u64>,
     /// Upstream DNS server for names that are not internal (IP or IP:PORT; repeatable)
     /// [default: the nameservers of /etc/resolv.conf].
     #[arg(long = "dns-upstream", value_name = "ADDR")]
@@ -216,6 +223,7 @@ pub struct FileConfig {
     pub block_prefix: Option<u8>,
     pub settle_ms: Option<u64>,
     pub reconcile_interval_secs: Option<u64>,
+    pub node_reap_secs: Option<u64>,
     #[serde(default)]
     pub dns_upstreams: Vec<String>,
     pub dns_ttl_secs: Option<u32>,
@@ -321,6 +329,8 @@ pub struct AgentConfig {
     pub block_prefix: u8,
     pub settle: Duration,
     pub reconcile_interval: Duration,
+    /// See [`AgentArgs::node_reap_secs`].
+    pub node_reap: Duration,
     /// The embedded DNS resolver's settings.
     pub dns: crate::dns::DnsConfig,
 }
@@ -544,6 +554,16 @@ impl AgentConfig {
         if secs == 0 {
             return Err(err("reconcile_interval_secs", "must be at least 1"));
         }
+        let node_reap = a
+            .node_reap_secs
+            .or(f.node_reap_secs)
+            .unwrap_or(DEFAULT_NODE_REAP_SECS);
+        if !(5..=30 * 24 * 3600).contains(&node_reap) {
+            return Err(err(
+                "node_reap_secs",
+                format!("{node_reap} is outside 5..=2592000 (30 days)"),
+            ));
+        }
         Ok(AgentConfig {
             node_name,
             state_dir,
@@ -569,6 +589,7 @@ impl AgentConfig {
             block_prefix,
             settle: Duration::from_millis(settle_ms),
             reconcile_interval: Duration::from_secs(secs),
+            node_reap: Duration::from_secs(node_reap),
             dns,
         })
     }

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use crate::api::{self, Api, Listeners};
 use crate::config::{AgentConfig, DataplaneKind};
 use crate::dataplane::{Dataplane, KernelDataplane, NoDataplane};
-use crate::node::{self, Agent};
+use crate::node::Agent;
 use crate::reconciler;
 use crate::state::StateDir;
 
@@ -99,6 +99,14 @@ pub async fn run(cfg: AgentConfig) -> Result<(), DaemonError> {
     ndb.advertise = SocketAddr::new(cfg.advertise_addr, 0);
     ndb.keys = cfg.gossip_keys.clone();
     ndb.generation = generation_now();
+    // Networks and services describe the cluster, not the node that created them: durable
+    // (never suspended or reaped with a node; saved and restored by every node).
+    ndb.core.durable_tables = crate::records::DURABLE_TABLES
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    ndb.core.node_reap = cfg.node_reap;
+    ndb.durable_path = Some(cfg.state_dir.join(crate::state::DEFINITIONS_FILE));
     let db = networkdb::runtime::spawn(ndb).await?;
     tracing::info!(
         node = %id,
@@ -125,7 +133,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), DaemonError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     if !cfg.join.is_empty() {
         agent.set_join_state(format!("joining {}", cfg.join.join(",")));
-        tokio::spawn(node::join_loop(agent.clone(), cfg.join.clone()));
+        agent.run_join_loop(cfg.join.clone());
     }
     let watcher = tokio::spawn(reconciler::watch_tables(agent.clone()));
     let rec = tokio::spawn(reconciler::run(agent.clone(), stop_rx.clone()));

@@ -145,6 +145,35 @@ impl Metrics {
     }
 }
 
+/// The pause after a failed `accept`: 10 ms, doubling up to 1 s while failures go on; a
+/// successful accept starts over.
+#[derive(Debug)]
+pub struct AcceptBackoff {
+    next: std::time::Duration,
+}
+
+impl AcceptBackoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(10);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// An accept failed: how long to pause before the next one.
+    pub fn failed(&mut self) -> std::time::Duration {
+        let now = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        now
+    }
+
+    pub fn succeeded(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+impl Default for AcceptBackoff {
+    fn default() -> Self {
+        AcceptBackoff { next: Self::FIRST }
+    }
+}
+
 /// Serve `/metrics` and `/healthz` on `listener` until the task is dropped. `refresh` is
 /// called before each `/metrics` answer to update gauges, and `healthy` answers `/healthz`.
 pub async fn serve<R, H>(listener: TcpListener, refresh: R, healthy: H)
@@ -156,9 +185,20 @@ where
         + Clone
         + 'static,
 {
+    let mut backoff = AcceptBackoff::default();
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
+        let mut sock = match listener.accept().await {
+            Ok((sock, _)) => {
+                backoff.succeeded();
+                sock
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: pause instead of spinning.
+                let pause = backoff.failed();
+                tracing::warn!(error = %e, retry_in = ?pause, "accepting a metrics connection");
+                tokio::time::sleep(pause).await;
+                continue;
+            }
         };
         let (refresh, healthy) = (refresh.clone(), healthy.clone());
         tokio::spawn(async move {
@@ -233,5 +273,22 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
+    }
+}
+
+#[cfg(test)]
+mod accept_tests {
+    use std::time::Duration;
+
+    use super::AcceptBackoff;
+
+    #[test]
+    fn failed_accepts_pause_longer_and_longer_up_to_a_second_and_a_success_starts_over() {
+        let mut b = AcceptBackoff::default();
+        let pauses: Vec<Duration> = (0..9).map(|_| b.failed()).collect();
+        let ms: Vec<u128> = pauses.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        b.succeeded();
+        assert_eq!(b.failed(), Duration::from_millis(10));
     }
 }

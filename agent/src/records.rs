@@ -9,6 +9,10 @@
 //! | [`ENDPOINTS`] | network | endpoint id | [`EndpointRecord`] |
 //! | [`SERVICES`] | cluster | service id | [`ServiceDef`] |
 //!
+//! [`NETWORKS`] and [`SERVICES`] are durable ([`DURABLE_TABLES`]): any node may update or
+//! delete them, and they never go with the node that wrote them. The other tables hold facts
+//! of their writer node and are suspended, restored and reaped with it.
+//!
 //! Decoding never panics: a value that does not decode (a newer agent's format, corruption)
 //! is skipped by every reader and logged.
 
@@ -25,6 +29,10 @@ pub const IPAM: &str = "ipam";
 pub const PEERS: &str = "peers";
 pub const ENDPOINTS: &str = "endpoints";
 pub const SERVICES: &str = "services";
+
+/// Tables whose entries are durable in networkdb: definitions an operator made, which outlive
+/// the node that served the call and go only with an explicit delete.
+pub const DURABLE_TABLES: [&str; 2] = [NETWORKS, SERVICES];
 
 /// Encode a record for networkdb.
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {

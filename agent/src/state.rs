@@ -5,7 +5,9 @@
 //!
 //! Files (JSON, readable by people):
 //! * `node-id`: the node's id (16 hex digits), generated once;
-//! * `state.json`: [`LocalState`].
+//! * `state.json`: [`LocalState`];
+//! * `definitions.json`: the durable tables (networks, services) as networkdb saves them
+//!   (every definition this node has seen, deletes included; see [`DEFINITIONS_FILE`]).
 //!
 //! Every write is crash-safe: a temporary file is written and fsynced, renamed over the old
 //! one, and the directory is fsynced. A reader sees the old or the new file, never a mix.
@@ -20,6 +22,9 @@ use networkdb::NodeId;
 use serde::{Deserialize, Serialize};
 
 use crate::records::{NetworkDef, ServiceDef};
+
+/// The file networkdb keeps the durable tables in, inside the state dir.
+pub const DEFINITIONS_FILE: &str = "definitions.json";
 
 /// One endpoint this node created.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,12 +62,9 @@ pub struct LocalState {
     pub networks: BTreeMap<String, NetworkDef>,
     /// This node's block claims: network id -> block (CIDR text) -> claim time (ms).
     pub claims: BTreeMap<String, BTreeMap<String, u64>>,
-    /// Network definitions this node created (and has not seen deleted): re-announced after a
-    /// restart, so that a cluster whose nodes all restart keeps its networks.
-    #[serde(default)]
-    pub created: BTreeMap<String, NetworkDef>,
-    /// Services this node created (and has not seen deleted): re-announced after a restart;
-    /// their VIPs are addresses of this node's blocks.
+    /// Services this node created whose VIPs are addresses of this node's blocks (until they
+    /// are deleted): it keeps holding those blocks (see `vip_networks`). The definitions
+    /// themselves live in the durable `services` table, which every node saves and restores.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceDef>,
     /// Networks this node holds VIPs on (keeps their gossip and block claims even without

@@ -18,10 +18,31 @@ const JOIN_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration
 const JOIN_WAIT: Duration = Duration::from_secs(3);
 
 impl Agent {
+    /// Whether this node acts for definitions made through `creator` (repairing a network
+    /// that lost a conflict, withdrawing a service that lost its name): the creator itself
+    /// while it is up, else the live node with the lowest id, so that definitions of a node
+    /// that died are still looked after, by one node at a time.
+    pub async fn answers_for(&self, creator: NodeId) -> Result<bool> {
+        if creator == self.id {
+            return Ok(true);
+        }
+        let members = self.db.members().await?;
+        if members.iter().any(|m| m.peer.id == creator && m.up) {
+            return Ok(false);
+        }
+        let lowest = members
+            .iter()
+            .filter(|m| m.up)
+            .map(|m| m.peer.id)
+            .chain(std::iter::once(self.id))
+            .min();
+        Ok(lowest == Some(self.id))
+    }
+
     /// Node names by id (from the `nodes` table), this node included.
     pub async fn node_names(&self) -> Result<BTreeMap<NodeId, String>> {
         let mut out: BTreeMap<NodeId, String> = self
-            .node_records()
+            .known_node_records()
             .await?
             .into_iter()
             .map(|(id, r)| (id, r.name))
@@ -57,7 +78,8 @@ impl Agent {
     }
 
     pub async fn members(&self) -> Result<Vec<pb::Member>> {
-        let records = self.node_records().await?;
+        // A node that is down is named from its record, which is suspended, not gone.
+        let records = self.known_node_records().await?;
         let me = self.db.me().await?;
         let mut out = vec![pb::Member {
             node_id: self.id.to_string(),
@@ -169,6 +191,19 @@ pub async fn resolve_seeds(seeds: &[String]) -> Result<Vec<SocketAddr>, String> 
 /// Join through `seeds`, retrying with backoff (each failure logged) until a member is up.
 /// Returns once joined. Bounded only by the agent's life: it never gives up silently.
 pub async fn join_loop(agent: Arc<Agent>, seeds: Vec<String>) {
+    /// Counts the loop as running until it returns or is aborted (dropped).
+    struct Running(Arc<Agent>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0
+                .join_loops
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    agent
+        .join_loops
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let _running = Running(agent.clone());
     let mut pause = JOIN_BACKOFF.0;
     let mut attempt = 0u32;
     loop {
@@ -229,6 +264,27 @@ pub async fn start_join(agent: &Arc<Agent>, seeds: Vec<String>) -> Result<()> {
         .await
         .map_err(|e| AgentError::from(FieldError::new("seeds", e)))?;
     agent.set_join_state(format!("joining {}", seeds.join(",")));
-    tokio::spawn(join_loop(agent.clone(), seeds));
+    agent.run_join_loop(seeds);
     Ok(())
+}
+
+impl Agent {
+    /// Start a join loop for `seeds`, replacing (aborting) the one already running, if any:
+    /// repeated Join calls never pile up loops.
+    pub fn run_join_loop(self: &Arc<Self>, seeds: Vec<String>) {
+        let task = tokio::spawn(join_loop(self.clone(), seeds));
+        let previous = self
+            .join_task
+            .lock()
+            .expect("not poisoned")
+            .replace(task.abort_handle());
+        if let Some(p) = previous {
+            p.abort();
+        }
+    }
+
+    /// Join loops running now: at most one.
+    pub fn join_loops_running(&self) -> usize {
+        self.join_loops.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }

@@ -108,7 +108,13 @@ impl Agent {
 
     /// One reconcile of the dataplane, counted. Failed operations are logged (and retried by
     /// the next run); the report is returned for callers that care about one endpoint.
+    ///
+    /// Single-flight: a pass reads its inputs (local state, tables) and applies them (overlay,
+    /// balancer, resolver) under one lock, so a pass that read older inputs can never apply
+    /// them after a pass that read newer ones (an attach's own pass and the periodic one
+    /// race otherwise, and the stale one would undo what the attach just reported done).
     pub async fn reconcile_now(&self) -> Result<Report> {
+        let _pass = self.reconcile_lock.lock().await;
         let mut d = self.desired().await?;
         if Instant::now() < self.adopt_until {
             self.adopt_kernel_peers(&mut d).await;

@@ -98,8 +98,16 @@ impl Agent {
             u.macs.insert(ep.mac, ep.name.clone());
             u.names.insert(ep.name.clone(), (ep.id.clone(), self.id));
         }
-        // VIPs: every service's (as far as gossip has told), and this node's own for sure.
-        for s in self.services().await?.iter().chain(local.services.values()) {
+        // VIPs: every service's, including one that lost a name conflict and is not
+        // withdrawn yet, whoever created it (the services table is durable, so a VIP stays
+        // reserved while its service lives, even after its creator's blocks were reaped),
+        // and this node's own for sure.
+        for s in self
+            .all_services()
+            .await?
+            .iter()
+            .chain(local.services.values())
+        {
             if let Some(vip) = s.vips.get(net_id) {
                 u.holders
                     .insert(*vip, format!("the VIP of service {}", s.name));
@@ -128,7 +136,8 @@ impl Agent {
                 .entry(net_id.to_string())
                 .or_default()
                 .insert(block.to_string(), at_ms);
-        })?;
+        })
+        .await?;
         self.db
             .put(
                 net_id,
@@ -145,7 +154,8 @@ impl Agent {
             if let Some(c) = s.claims.get_mut(net_id) {
                 c.remove(&block.to_string());
             }
-        })?;
+        })
+        .await?;
         self.db
             .delete(net_id, IPAM, &ipam::claim_key(block, self.id))
             .await?;
@@ -331,7 +341,8 @@ impl Agent {
         if joined {
             self.update_local(|s| {
                 s.networks.insert(def.id.clone(), def.clone());
-            })?;
+            })
+            .await?;
             self.db.join_network(&def.id).await?;
         }
         let result = self.attach_on(&def, &spec, joined, service.as_ref()).await;
@@ -404,13 +415,15 @@ impl Agent {
         }
         self.update_local(|s| {
             s.endpoints.insert(ep.id.clone(), ep.clone());
-        })?;
+        })
+        .await?;
         // The kernel first: a failure is the caller's to see, and nothing was announced.
         if let Err(e) = self.reconcile_for_endpoint(&ep).await {
             self.drop_resolv_conf(&ep);
             self.update_local(|s| {
                 s.endpoints.remove(&ep.id);
-            })?;
+            })
+            .await?;
             if let Err(e2) = self.reconcile_now().await {
                 tracing::warn!(error = %e2, "cleanup after a failed attach");
             }
@@ -510,7 +523,8 @@ impl Agent {
         self.drop_resolv_conf(&ep);
         self.update_local(|s| {
             s.endpoints.remove(&ep.id);
-        })?;
+        })
+        .await?;
         self.db.delete(&ep.network, PEERS, &ep.id).await?;
         self.db.delete(&ep.network, ENDPOINTS, &ep.id).await?;
         if last {
@@ -559,7 +573,8 @@ impl Agent {
             if !keep {
                 s.claims.remove(net_id);
             }
-        })?;
+        })
+        .await?;
         if !keep {
             self.db.leave_network(net_id).await?;
         }

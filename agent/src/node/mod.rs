@@ -14,6 +14,8 @@ mod dns;
 mod endpoints;
 mod networks;
 mod services;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -25,7 +27,7 @@ use tokio::sync::Notify;
 
 use crate::config::AgentConfig;
 use crate::dataplane::Dataplane;
-use crate::error::Result;
+use crate::error::{AgentError, Result};
 use crate::lb::{LbSpec, LoadBalancer};
 use crate::metrics::Metrics;
 use crate::records::{self, NODES, NetworkDef, NodeRecord};
@@ -51,10 +53,14 @@ pub struct Agent {
     pub underlay_mtu: u32,
     state_dir: StateDir,
     local: Mutex<LocalState>,
+    /// Serialises changes of `local` (see [`Agent::update_local`]).
+    local_writer: tokio::sync::Mutex<()>,
     /// Serialises attach and detach (allocation decisions must see each other's results).
     attach_lock: tokio::sync::Mutex<()>,
     /// Serialises network creation on this node.
     create_lock: tokio::sync::Mutex<()>,
+    /// Makes reconcile passes single-flight (see [`Agent::reconcile_now`]).
+    reconcile_lock: tokio::sync::Mutex<()>,
     /// Hybrid logical clock of network creation stamps (ms).
     hlc: Mutex<u64>,
     started: Instant,
@@ -62,6 +68,9 @@ pub struct Agent {
     /// `desired`): after a restart, gossip has not delivered them yet.
     pub adopt_until: Instant,
     join_state: Mutex<String>,
+    /// The running join loop (see [`Agent::run_join_loop`]).
+    join_task: Mutex<Option<tokio::task::AbortHandle>>,
+    join_loops: std::sync::atomic::AtomicUsize,
     /// Host routes read at start (refreshed on every network creation).
     host_routes: Mutex<Vec<ipnetwork::Ipv4Network>>,
     /// The service load balancer (None without a dataplane).
@@ -125,12 +134,16 @@ impl Agent {
             underlay_mtu,
             state_dir,
             local: Mutex::new(local),
+            local_writer: tokio::sync::Mutex::new(()),
             attach_lock: tokio::sync::Mutex::new(()),
             create_lock: tokio::sync::Mutex::new(()),
+            reconcile_lock: tokio::sync::Mutex::new(()),
             hlc: Mutex::new(0),
             started: Instant::now(),
             adopt_until: Instant::now() + adopt,
             join_state: Mutex::new(String::new()),
+            join_task: Mutex::new(None),
+            join_loops: std::sync::atomic::AtomicUsize::new(0),
             host_routes: Mutex::new(Vec::new()),
             lb,
             lb_note,
@@ -145,14 +158,24 @@ impl Agent {
         self.local.lock().expect("not poisoned").clone()
     }
 
-    /// Change the local state and persist it (crash-safely) before returning.
-    fn update_local<T>(&self, f: impl FnOnce(&mut LocalState) -> T) -> Result<T> {
-        let mut guard = self.local.lock().expect("not poisoned");
-        let mut next = guard.clone();
-        let out = f(&mut next);
-        if next != *guard {
-            self.state_dir.save(&next)?;
-            *guard = next;
+    /// Change the local state and persist it (crash-safely) before returning. Updates are
+    /// serialised; the file is written on a blocking thread (never on the async workers,
+    /// never under the lock readers take), and readers see the new state only once it is on
+    /// disk.
+    async fn update_local<T>(&self, f: impl FnOnce(&mut LocalState) -> T) -> Result<T> {
+        let _writer = self.local_writer.lock().await;
+        let (next, out) = {
+            let mut next = self.local.lock().expect("not poisoned").clone();
+            let out = f(&mut next);
+            (next, out)
+        };
+        if next != *self.local.lock().expect("not poisoned") {
+            let dir = self.state_dir.clone();
+            let saved = next.clone();
+            tokio::task::spawn_blocking(move || dir.save(&saved))
+                .await
+                .map_err(|e| AgentError::Internal(format!("saving the local state: {e}")))??;
+            *self.local.lock().expect("not poisoned") = next;
         }
         Ok(out)
     }
@@ -232,6 +255,21 @@ impl Agent {
         Ok(out)
     }
 
+    /// Node records by id including those of nodes that are down (their entries are
+    /// suspended, not gone): for naming nodes, never for what is live.
+    pub async fn known_node_records(&self) -> Result<BTreeMap<NodeId, NodeRecord>> {
+        let mut out = BTreeMap::new();
+        for r in self.db.records(CLUSTER, NODES).await? {
+            let (Ok(id), Some(v)) = (r.key.parse::<NodeId>(), r.value.as_deref()) else {
+                continue;
+            };
+            if let Some(rec) = records::decode::<NodeRecord>(NODES, &r.key, v) {
+                out.insert(id, rec);
+            }
+        }
+        Ok(out)
+    }
+
     /// After a start: rejoin the networks of local endpoints and re-announce everything this
     /// node owns (node record, block claims, peers and endpoints records), so that a restart
     /// after `kill -9` restores the cluster's view; wake the reconciler, which adopts the
@@ -239,13 +277,9 @@ impl Agent {
     pub async fn recover(&self) -> Result<()> {
         let local = self.local();
         self.publish_node().await?;
-        for def in local.created.values() {
-            // A newer write (a delete or a repair made elsewhere while this node was down)
-            // wins over this one; see networkdb's reclaim of own entries.
-            self.db
-                .put(CLUSTER, records::NETWORKS, &def.id, records::encode(def))
-                .await?;
-        }
+        // Network and service definitions need nothing here: networkdb restored them from
+        // the state dir with their original versions, so a delete or change made elsewhere
+        // while this node was down wins when they meet.
         for (net_id, def) in &local.networks {
             self.db.join_network(net_id).await?;
             for (block, at) in local.claims.get(net_id).into_iter().flatten() {

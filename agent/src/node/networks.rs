@@ -153,9 +153,6 @@ impl Agent {
         self.db
             .put(CLUSTER, NETWORKS, &def.id, records::encode(&def))
             .await?;
-        self.update_local(|s| {
-            s.created.insert(def.id.clone(), def.clone());
-        })?;
         tracing::info!(name = %def.name, id = %def.id, vni, %subnet, "network created");
         Ok(def)
     }
@@ -209,9 +206,6 @@ impl Agent {
             )));
         }
         self.db.delete(CLUSTER, NETWORKS, &def.id).await?;
-        self.update_local(|s| {
-            s.created.remove(&def.id);
-        })?;
         tracing::info!(name = %def.name, id = %def.id, "network deleted");
         Ok(())
     }
@@ -256,33 +250,17 @@ impl Agent {
         Ok(out)
     }
 
-    /// Repair this node's definitions that lost a conflict (the reconciler calls this on
-    /// every change of the `networks` table). Returns how many were repaired.
+    /// Repair the definitions that lost a conflict and that this node answers for (its own,
+    /// or those of a creator that is down: see [`Agent::answers_for`]). The reconciler calls
+    /// this on every change of the `networks` table. Returns how many were repaired.
     pub async fn repair_networks(&self) -> Result<usize> {
         let _guard = self.create_lock.lock().await;
         let view = self.network_view().await?;
         let routes = self.host_routes.lock().expect("not poisoned").clone();
-        // Definitions of ours that were deleted (by any node) are no longer re-announced.
-        let live: std::collections::BTreeSet<&str> =
-            view.defs.iter().map(|d| d.id.as_str()).collect();
-        let gone: Vec<String> = self
-            .local()
-            .created
-            .keys()
-            .filter(|id| !live.contains(id.as_str()))
-            .cloned()
-            .collect();
-        if !gone.is_empty() {
-            self.update_local(|s| {
-                for id in &gone {
-                    s.created.remove(id);
-                }
-            })?;
-        }
         let mut repaired = 0;
-        for d in view.defs.iter().filter(|d| d.creator == self.id) {
+        for d in &view.defs {
             let verdict = &view.verdicts[&d.id];
-            if verdict.is_accepted() {
+            if verdict.is_accepted() || !self.answers_for(d.creator).await? {
                 continue;
             }
             if self.local().networks.contains_key(&d.id) {
@@ -297,9 +275,6 @@ impl Agent {
                     self.db
                         .put(CLUSTER, NETWORKS, &fixed.id, records::encode(&fixed))
                         .await?;
-                    self.update_local(|s| {
-                        s.created.insert(fixed.id.clone(), fixed.clone());
-                    })?;
                     repaired += 1;
                 }
                 Err(e) => {

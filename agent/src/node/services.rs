@@ -92,7 +92,7 @@ impl Agent {
     }
 
     /// Every decodable entry of the `services` table, including the losers of name conflicts.
-    async fn all_services(&self) -> Result<Vec<ServiceDef>> {
+    pub(super) async fn all_services(&self) -> Result<Vec<ServiceDef>> {
         let mut out = Vec::new();
         for e in self.db.snapshot(Some(CLUSTER), Some(SERVICES)).await? {
             if let Some(d) = e
@@ -219,12 +219,14 @@ impl Agent {
                 // it.
                 self.update_local(|s| {
                     s.services.insert(svc.id.clone(), svc.clone());
-                })?;
+                })
+                .await?;
             }
         }
         self.update_local(|s| {
             s.services.insert(svc.id.clone(), svc.clone());
-        })?;
+        })
+        .await?;
         self.db
             .put(CLUSTER, SERVICES, &svc.id, records::encode(&svc))
             .await?;
@@ -248,7 +250,8 @@ impl Agent {
         if !local.vip_networks.contains_key(&def.id) {
             self.update_local(|s| {
                 s.vip_networks.insert(def.id.clone(), def.clone());
-            })?;
+            })
+            .await?;
         }
         match self.allocate_ip(&def, None).await {
             Ok(ip) => Ok(ip),
@@ -272,7 +275,8 @@ impl Agent {
             if !sandbox {
                 s.claims.remove(net);
             }
-        })?;
+        })
+        .await?;
         if !sandbox {
             self.db.leave_network(net).await?;
         }
@@ -295,7 +299,7 @@ impl Agent {
 
     /// Forget a service this node created: its VIPs return to the blocks.
     async fn release_service(&self, id: &str) -> Result<()> {
-        let Some(svc) = self.update_local(|s| s.services.remove(id))? else {
+        let Some(svc) = self.update_local(|s| s.services.remove(id)).await? else {
             return Ok(());
         };
         for net in svc.vips.keys() {
@@ -304,18 +308,21 @@ impl Agent {
         Ok(())
     }
 
-    /// Release the VIPs of services this node created that were deleted through another
+    /// Withdraw services that lost a name conflict (those this node answers for), and
+    /// release the VIPs of services this node created that were deleted through another
     /// agent (called by the reconciler).
     pub async fn release_deleted_services(&self) -> Result<()> {
         let local = self.local();
-        if local.services.is_empty() {
-            return Ok(());
-        }
         let (accepted, losers) = split_by_name(self.all_services().await?);
-        for svc in losers.iter().filter(|s| local.services.contains_key(&s.id)) {
-            tracing::warn!(name = %svc.name, id = %svc.id, "an older service of the same name was created through another agent: withdrawing this one");
+        for svc in &losers {
+            if !self.answers_for(svc.creator).await? {
+                continue;
+            }
+            tracing::warn!(name = %svc.name, id = %svc.id, creator = %svc.creator, "an older service of the same name was created through another agent: withdrawing this one");
             self.db.delete(CLUSTER, SERVICES, &svc.id).await?;
-            self.release_service(&svc.id).await?;
+            if local.services.contains_key(&svc.id) {
+                self.release_service(&svc.id).await?;
+            }
         }
         let live: BTreeSet<String> = accepted.into_iter().map(|s| s.id).collect();
         let grace = RELEASE_GRACE.as_millis() as u64;
@@ -328,8 +335,8 @@ impl Agent {
         Ok(())
     }
 
-    /// After a restart: hold the VIP networks again and re-announce the services this node
-    /// created (a delete made while it was down is newer and wins).
+    /// After a restart: hold the VIP networks again (the service definitions themselves were
+    /// restored by networkdb with their original versions).
     pub(super) async fn recover_services(&self) -> Result<()> {
         let local = self.local();
         for net in local.vip_networks.keys() {
@@ -341,11 +348,6 @@ impl Agent {
                     }
                 }
             }
-        }
-        for svc in local.services.values() {
-            self.db
-                .put(CLUSTER, SERVICES, &svc.id, records::encode(svc))
-                .await?;
         }
         Ok(())
     }
@@ -477,7 +479,8 @@ impl Agent {
             ep.disabled = disabled;
             self.update_local(|s| {
                 s.endpoints.insert(ep.id.clone(), ep.clone());
-            })?;
+            })
+            .await?;
             self.publish_endpoint(&ep).await?;
             tracing::info!(endpoint = %ep.name, disabled, "service membership changed");
             self.dirty.notify_one();

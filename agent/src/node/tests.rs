@@ -1,0 +1,172 @@
+//! Tests of the agent's own concurrency rules, with a networkdb node on loopback and a fake
+//! dataplane (no kernel): single-flight reconcile passes, serialised local state updates,
+//! one join loop at a time.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use networkdb::NodeId;
+use networkdb::runtime::{self, NodeConfig};
+use overlay::{Actual, Desired, Report};
+
+use super::Agent;
+use crate::config::{AgentArgs, AgentConfig, DataplaneKind, FileConfig};
+use crate::dataplane::{BoxFut, Dataplane};
+use crate::state::{LocalEndpoint, StateDir};
+
+/// Records the endpoint count of every desired state it applies, in the order the applies
+/// finish. Applying a state with fewer endpoints takes longer, so that without single-flight
+/// passes an older pass would finish after a newer one.
+#[derive(Debug, Default)]
+struct Recorder {
+    applied: Mutex<Vec<usize>>,
+}
+
+impl Dataplane for Recorder {
+    fn kind(&self) -> DataplaneKind {
+        DataplaneKind::None
+    }
+
+    fn can_attach(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn reconcile<'a>(&'a self, desired: &'a Desired) -> BoxFut<'a, Result<Report, overlay::Error>> {
+        Box::pin(async move {
+            let n = desired.endpoints.len();
+            tokio::time::sleep(Duration::from_millis(10 * 16u64.saturating_sub(n as u64))).await;
+            self.applied.lock().unwrap().push(n);
+            Ok(Report::default())
+        })
+    }
+
+    fn read_actual<'a>(
+        &'a self,
+        _desired: &'a Desired,
+    ) -> BoxFut<'a, Result<Option<Actual>, overlay::Error>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+async fn agent(dataplane: Arc<dyn Dataplane>) -> (Arc<Agent>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = AgentConfig::merge(
+        &AgentArgs {
+            listen_addr: Some("127.0.0.1".parse().unwrap()),
+            state_dir: Some(dir.path().to_path_buf()),
+            dataplane: Some(DataplaneKind::None),
+            ..AgentArgs::default()
+        },
+        FileConfig::default(),
+    )
+    .unwrap();
+    let db = runtime::spawn(NodeConfig::new(NodeId(1), "127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    let a = Agent::new(
+        cfg,
+        NodeId(1),
+        db,
+        dataplane,
+        state,
+        Default::default(),
+        1500,
+        None,
+    );
+    (a, dir)
+}
+
+fn endpoint(i: usize) -> LocalEndpoint {
+    LocalEndpoint {
+        id: format!("e{i}"),
+        name: format!("c{i}"),
+        network: "n1".into(),
+        aliases: vec![],
+        ip: std::net::Ipv4Addr::new(10, 0, 0, i as u8 + 2),
+        prefix: 24,
+        mac: [2, 0x42, 10, 0, 0, i as u8 + 2],
+        ifname: "eth0".into(),
+        netns: "/var/run/netns/none".into(),
+        mtu: 1450,
+        service: None,
+        disabled: false,
+        resolv_conf: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reconcile_passes_never_apply_an_older_desired_state_after_a_newer_one() {
+    let rec = Arc::new(Recorder::default());
+    let (a, _dir) = agent(rec.clone()).await;
+    let mut passes = Vec::new();
+    for i in 0..15 {
+        a.update_local(|s| {
+            s.endpoints.insert(format!("e{i}"), endpoint(i));
+        })
+        .await
+        .unwrap();
+        // Each change triggers a pass (as an attach does) while earlier ones still run, and
+        // a periodic pass runs alongside.
+        let (x, y) = (a.clone(), a.clone());
+        passes.push(tokio::spawn(
+            async move { x.reconcile_now().await.map(|_| ()) },
+        ));
+        passes.push(tokio::spawn(
+            async move { y.reconcile_now().await.map(|_| ()) },
+        ));
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    for p in passes {
+        p.await.unwrap().unwrap();
+    }
+    let applied = rec.applied.lock().unwrap().clone();
+    assert_eq!(applied.len(), 30);
+    assert!(
+        applied.windows(2).all(|w| w[0] <= w[1]),
+        "an older desired state was applied after a newer one: {applied:?}"
+    );
+    assert_eq!(applied.last(), Some(&15));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_local_state_updates_all_reach_the_disk_in_order() {
+    let (a, dir) = agent(Arc::new(Recorder::default())).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            a.update_local(|s| {
+                s.endpoints.insert(format!("e{i}"), endpoint(i));
+            })
+            .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let on_disk = StateDir::open(dir.path()).unwrap().load().unwrap();
+    assert_eq!(on_disk.endpoints.len(), 40);
+    assert_eq!(on_disk, a.local(), "memory and disk agree");
+}
+
+#[tokio::test]
+async fn a_new_join_replaces_the_running_join_loop() {
+    let (a, _dir) = agent(Arc::new(Recorder::default())).await;
+    // Nobody answers there: each loop would retry forever.
+    for _ in 0..3 {
+        super::start_join(&a, vec!["127.0.0.1:9".into()])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut running = a.join_loops_running();
+    for _ in 0..40 {
+        if running == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        running = a.join_loops_running();
+    }
+    assert_eq!(running, 1, "join loops running after three Join calls");
+}
