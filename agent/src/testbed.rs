@@ -96,6 +96,8 @@ pub struct ClusterOptions {
     pub join_timeout: Duration,
     /// Set from outside (e.g. a Ctrl-C handler): every wait stops with an error.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// More `swarmnet agent` flags for every agent (e.g. `--node-reap-secs 15`).
+    pub agent_args: Vec<String>,
 }
 
 impl ClusterOptions {
@@ -108,6 +110,7 @@ impl ClusterOptions {
             log_level: "info".into(),
             join_timeout: Duration::from_secs(30),
             cancel: None,
+            agent_args: Vec::new(),
         }
     }
 }
@@ -282,6 +285,7 @@ impl AgentCluster {
         if let Some(s) = self.opts.reconcile_interval_secs {
             args.extend(["--reconcile-interval-secs".into(), s.to_string()]);
         }
+        args.extend(self.opts.agent_args.iter().cloned());
         // Forwarded DNS stays in the lab: tests that need an upstream run it on host 0.
         args.extend([
             "--dns-upstream".into(),

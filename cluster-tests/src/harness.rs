@@ -82,13 +82,18 @@ fn newest(path: &std::path::Path) -> Option<std::time::SystemTime> {
 /// A started 3-host cluster, or `None` (after printing "skipped: <reason>") when this machine
 /// cannot run one.
 pub fn cluster(name: &str, reconcile_secs: Option<u64>) -> Option<AgentCluster> {
+    cluster_with(name, |o| o.reconcile_interval_secs = reconcile_secs)
+}
+
+/// [`cluster`] with options set by `tune` (e.g. more agent flags).
+pub fn cluster_with(name: &str, tune: impl FnOnce(&mut ClusterOptions)) -> Option<AgentCluster> {
     if let Some(reason) = testbed::skip_reason() {
         println!("skipped: {reason}");
         return None;
     }
     let mut opts = ClusterOptions::new(name, 3);
     opts.binary = Some(swarmnet());
-    opts.reconcile_interval_secs = reconcile_secs;
+    tune(&mut opts);
     let t0 = Instant::now();
     let c = AgentCluster::start_with(opts).expect("cluster starts");
     println!(
