@@ -208,7 +208,11 @@ pub fn parse_sa(m: &StateModifyMessage, reqid: u32) -> Option<SaState> {
         key: SaKey::from_bytes(Vec::new()),
         esn: i.flags & XFRM_STATE_ESN != 0,
         replay_window: u32::from(i.replay_window),
-        selector_empty: i.selector == Selector::default(),
+        // The kernel fills in the selector's family (AF_INET) when it is left 0.
+        selector_empty: Selector {
+            family: 0,
+            ..i.selector
+        } == Selector::default(),
         packets: i.lifetime_cur.packets,
         bytes: i.lifetime_cur.bytes,
         replay_drops: i.stats.replay,
