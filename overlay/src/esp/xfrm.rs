@@ -461,6 +461,22 @@ mod tests {
         let s = parse_sa(&parsed, 0x5357_4e31).expect("ours");
         assert!(s.matches(&spec()), "{s:?}");
         assert!(parse_sa(&parsed, 1).is_none(), "another reqid is not ours");
+
+        // The kernel reports the empty selector with the SA's family filled in: still ours
+        // and unchanged (otherwise every reconcile would replace every SA).
+        let mut from_kernel = parsed.clone();
+        from_kernel.user_sa_info.selector.family = AF_INET;
+        assert!(
+            parse_sa(&from_kernel, 0x5357_4e31)
+                .unwrap()
+                .matches(&spec())
+        );
+        from_kernel.user_sa_info.selector.proto = IPPROTO_UDP;
+        assert!(
+            !parse_sa(&from_kernel, 0x5357_4e31)
+                .unwrap()
+                .matches(&spec())
+        );
     }
 
     #[test]
