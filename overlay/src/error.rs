@@ -48,6 +48,39 @@ pub enum Error {
         object: String,
     },
 
+    /// The kernel refused an xfrm (IPsec SA or policy) request, or the xfrm socket failed.
+    #[error("{op} {object}: {reason}")]
+    Xfrm {
+        /// The operation, e.g. `"add sa"`.
+        op: &'static str,
+        /// The object, e.g. `"10.0.0.1 -> 10.0.0.2 spi 0x1234abcd"`.
+        object: String,
+        /// Positive errno, when the kernel gave one.
+        errno: Option<i32>,
+        /// Why, in words.
+        reason: String,
+    },
+
+    /// The nftables guard of encrypted networks could not be read or written.
+    #[error("{op}: {detail}")]
+    Guard {
+        /// What was attempted, e.g. `"nft -f (table inet swarmnet_esp)"`.
+        op: String,
+        /// nft's message or the reason it could not run.
+        detail: String,
+    },
+
+    /// This host cannot do what encrypted networks need (see [`crate::esp::probe_esp`]).
+    #[error("{feature} is not supported here: {reason}")]
+    Unsupported {
+        /// The missing capability, e.g. `"IPsec ESP"`.
+        feature: &'static str,
+        /// Why, with what to install or enable.
+        reason: String,
+        /// Positive errno of the failed attempt, if any.
+        errno: Option<i32>,
+    },
+
     /// Not attempted because the sandbox it acts in could not be created.
     #[error("skipped: sandbox {sandbox} could not be created")]
     SandboxUnavailable {
@@ -67,6 +100,7 @@ impl Error {
         match self {
             Error::Io { source, .. } => source.raw_os_error(),
             Error::Netlink { source, .. } => netlink_errno(source),
+            Error::Xfrm { errno, .. } | Error::Unsupported { errno, .. } => *errno,
             _ => None,
         }
     }

@@ -34,9 +34,13 @@
 //!
 //! The planner can be used on its own ([`plan`]); [`Actual`] and [`Op`] serialize for debug
 //! dumps.
+//!
+//! Encrypted networks (IPsec ESP between node pairs, with a fail-closed nftables guard) are
+//! in [`esp`], built the same way: a pure planner and an executor on its own thread.
 
 mod actual;
 mod error;
+pub mod esp;
 mod executor;
 pub mod mac;
 mod names;
