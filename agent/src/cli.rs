@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{AgentArgs, DEFAULT_API};
@@ -82,9 +83,15 @@ pub enum NetworkCmd {
         /// VXLAN network identifier, 1-16777215.
         #[arg(long)]
         vni: Option<u32>,
-        /// MTU of the network's interfaces (default: underlay MTU - 50 on each node).
+        /// MTU of the network's interfaces (default: underlay MTU - 50 on each node, less
+        /// the IPsec overhead when encrypted).
         #[arg(long)]
         mtu: Option<u32>,
+        /// Encrypt the network's traffic between nodes with IPsec ESP (needs dataplane keys:
+        /// `swarmnet cluster keys set --dataplane ...`; a node whose kernel has no ESP
+        /// refuses to attach; clear traffic of the network is dropped everywhere).
+        #[arg(long)]
+        encrypted: bool,
     },
     /// List networks.
     #[command(alias = "list")]
@@ -209,6 +216,36 @@ pub enum ClusterCmd {
     },
     /// Leave the cluster gracefully (the agent keeps running).
     Leave,
+    /// Key rings: gossip encryption and IPsec of encrypted networks.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum KeysCmd {
+    /// Replace this node's key ring(s). Send the same rings to every node, one rotation step
+    /// at a time (add a key everywhere; then drop the oldest everywhere): the key that seals
+    /// or sends is the second-newest by tag, so every node can receive with a key before
+    /// anyone sends with it. Example: `swarmnet cluster keys set --dataplane
+    /// 1:00112233445566778899aabbccddeeff --dataplane 2:...`.
+    Set {
+        /// Gossip key as TAG:HEX (16 or 32 bytes; repeatable, 1-3; replaces the whole ring).
+        #[arg(long = "gossip", value_name = "TAG:HEX")]
+        gossip: Vec<String>,
+        /// IPsec key of encrypted networks as TAG:HEX (16 or 32 bytes; repeatable, 1-3;
+        /// replaces the whole ring).
+        #[arg(long = "dataplane", value_name = "TAG:HEX")]
+        dataplane: Vec<String>,
+    },
+    /// Show the rings in use (tags and primary; never key bytes).
+    #[command(alias = "list")]
+    Ls,
+    /// Print a new random key as hex (for --gossip-key or `keys set`). Local: needs no agent.
+    Generate {
+        /// Key length in bytes: 16 (AES-128) or 32 (AES-256).
+        #[arg(long, default_value_t = 16, value_parser = clap::builder::PossibleValuesParser::new(["16", "32"]).map(|s| s.parse::<usize>().unwrap_or(16)))]
+        bytes: usize,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone, PartialEq)]

@@ -8,7 +8,9 @@ use proto::pb::networks_client::NetworksClient;
 use proto::pb::services_client::ServicesClient;
 use serde::Serialize;
 
-use crate::cli::{ClientArgs, ClusterCmd, Command, DebugCmd, EndpointCmd, NetworkCmd, ServiceCmd};
+use crate::cli::{
+    ClientArgs, ClusterCmd, Command, DebugCmd, EndpointCmd, KeysCmd, NetworkCmd, ServiceCmd,
+};
 use crate::client::{self, ClientError, ClientTls};
 use crate::output;
 
@@ -31,6 +33,35 @@ fn ack(json: bool, text: String) -> String {
 /// JSON, or the text form.
 fn show<T: Serialize + ?Sized>(json: bool, v: &T, text: impl FnOnce(&T) -> String) -> String {
     if json { output::json(&v) } else { text(v) }
+}
+
+/// `TAG:HEX` of `cluster keys set`.
+pub fn parse_tagged_key(flag: &str, s: &str) -> Result<pb::Key, CommandError> {
+    let bad = |why: &str| {
+        CommandError::Usage(format!(
+            "{flag} {}: {why}; expected TAG:HEX, e.g. 3:00112233445566778899aabbccddeeff",
+            s.split(':').next().unwrap_or("")
+        ))
+    };
+    let (tag, hex) = s.split_once(':').ok_or_else(|| bad("no ':'"))?;
+    let tag: u64 = tag.parse().map_err(|_| bad("the tag is not a number"))?;
+    let hex = hex.trim();
+    if !hex.len().is_multiple_of(2) || hex.is_empty() {
+        return Err(bad("the key is not hex"));
+    }
+    let key = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| bad("the key is not hex"))?;
+    Ok(pb::Key { tag, key })
+}
+
+/// A random key of `bytes` bytes, as hex.
+pub fn generate_key(bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
 }
 
 /// `PORT[:TARGET][/tcp|udp]`.
@@ -97,6 +128,7 @@ pub async fn run(args: &ClientArgs, cmd: Command) -> Result<String, CommandError
                     gateway,
                     vni,
                     mtu,
+                    encrypted,
                 } => {
                     let net = c
                         .create(pb::CreateNetworkRequest {
@@ -105,7 +137,7 @@ pub async fn run(args: &ClientArgs, cmd: Command) -> Result<String, CommandError
                             gateway: gateway.unwrap_or_default(),
                             vni: vni.unwrap_or(0),
                             mtu: mtu.unwrap_or(0),
-                            encrypted: false,
+                            encrypted,
                         })
                         .await?
                         .into_inner();
@@ -271,6 +303,43 @@ pub async fn run(args: &ClientArgs, cmd: Command) -> Result<String, CommandError
                 ClusterCmd::Leave => {
                     c.leave(pb::LeaveRequest {}).await?;
                     ack(json, "left the cluster\n".into())
+                }
+                ClusterCmd::Keys(KeysCmd::Set { gossip, dataplane }) => {
+                    if gossip.is_empty() && dataplane.is_empty() {
+                        return Err(CommandError::Usage(
+                            "give --gossip TAG:HEX and/or --dataplane TAG:HEX".into(),
+                        ));
+                    }
+                    let ring =
+                        |flag: &str, v: &[String]| -> Result<Option<pb::KeyRing>, CommandError> {
+                            if v.is_empty() {
+                                return Ok(None);
+                            }
+                            let keys = v
+                                .iter()
+                                .map(|s| parse_tagged_key(flag, s))
+                                .collect::<Result<Vec<_>, _>>()?;
+                            Ok(Some(pb::KeyRing { keys }))
+                        };
+                    let r = c
+                        .set_keys(pb::SetKeysRequest {
+                            gossip: ring("--gossip", &gossip)?,
+                            dataplane: ring("--dataplane", &dataplane)?,
+                        })
+                        .await?
+                        .into_inner();
+                    show(json, &r, output::keys_set)
+                }
+                ClusterCmd::Keys(KeysCmd::Ls) => {
+                    let s = c.status(pb::StatusRequest {}).await?.into_inner();
+                    let r = pb::SetKeysResponse {
+                        gossip: s.gossip_keys,
+                        dataplane: s.dataplane_keys,
+                    };
+                    show(json, &r, output::keys_set)
+                }
+                ClusterCmd::Keys(KeysCmd::Generate { .. }) => {
+                    unreachable!("handled by main")
                 }
             }
         }

@@ -16,6 +16,7 @@ pub const DEFAULT_API: &str = "unix:///run/swarmnet/api.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/swarmnet";
 pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
 pub const DEFAULT_VXLAN_PORT: u16 = 4789;
+pub const DEFAULT_VXLAN_PORT_ENCRYPTED: u16 = 4790;
 pub const DEFAULT_PREFIX: &str = "swn";
 pub const DEFAULT_BLOCK_PREFIX: u8 = 28;
 pub const DEFAULT_SETTLE_MS: u64 = 1000;
@@ -112,6 +113,11 @@ pub struct AgentArgs {
     /// VXLAN UDP port [default: 4789].
     #[arg(long, value_name = "PORT")]
     pub vxlan_port: Option<u16>,
+    /// VXLAN UDP port of encrypted networks: IPsec protects exactly this port between
+    /// nodes, so unencrypted networks stay clear (open it in the firewall too; IP protocol 50,
+    /// ESP, must pass as well) [default: 4790].
+    #[arg(long, value_name = "PORT")]
+    pub vxlan_port_encrypted: Option<u16>,
     /// Seed to join, HOST:PORT (repeatable). Retried with backoff until one answers.
     #[arg(long = "join", value_name = "HOST:PORT")]
     pub join: Vec<String>,
@@ -203,6 +209,7 @@ pub struct FileConfig {
     pub data_path_addr: Option<String>,
     pub gossip_port: Option<u16>,
     pub vxlan_port: Option<u16>,
+    pub vxlan_port_encrypted: Option<u16>,
     #[serde(default)]
     pub join: Vec<String>,
     #[serde(default)]
@@ -316,6 +323,7 @@ pub struct AgentConfig {
     pub data_path_addr: Ipv4Addr,
     pub gossip_port: u16,
     pub vxlan_port: u16,
+    pub vxlan_port_encrypted: u16,
     pub join: Vec<String>,
     pub api: Vec<ApiEndpoint>,
     pub tls: Option<TlsFiles>,
@@ -411,6 +419,18 @@ impl AgentConfig {
         let vxlan_port = a.vxlan_port.or(f.vxlan_port).unwrap_or(DEFAULT_VXLAN_PORT);
         if vxlan_port == 0 {
             return Err(err("vxlan_port", "0 is not a usable port"));
+        }
+        let vxlan_port_encrypted = a
+            .vxlan_port_encrypted
+            .or(f.vxlan_port_encrypted)
+            .unwrap_or(DEFAULT_VXLAN_PORT_ENCRYPTED);
+        if vxlan_port_encrypted == 0 || vxlan_port_encrypted == vxlan_port {
+            return Err(err(
+                "vxlan_port_encrypted",
+                format!(
+                    "{vxlan_port_encrypted} must be a port other than 0 and vxlan_port ({vxlan_port})"
+                ),
+            ));
         }
         let join = if a.join.is_empty() {
             f.join
@@ -572,6 +592,7 @@ impl AgentConfig {
             data_path_addr,
             gossip_port,
             vxlan_port,
+            vxlan_port_encrypted,
             join,
             api,
             tls,

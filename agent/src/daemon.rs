@@ -95,9 +95,19 @@ pub async fn run(cfg: AgentConfig) -> Result<(), DaemonError> {
         None => None,
     };
 
+    // Rings set by SetKeys before a restart are newer than the --gossip-key flags.
+    let rings = crate::keys::KeysFile::in_dir(&cfg.state_dir).load()?;
     let mut ndb = NodeConfig::new(id, SocketAddr::new(cfg.listen_addr, cfg.gossip_port));
     ndb.advertise = SocketAddr::new(cfg.advertise_addr, 0);
-    ndb.keys = cfg.gossip_keys.clone();
+    ndb.keys = if rings.gossip.is_empty() {
+        cfg.gossip_keys.clone()
+    } else {
+        tracing::info!(
+            tags = ?rings.gossip.iter().map(|k| k.tag).collect::<Vec<_>>(),
+            "gossip keys from the ring last set with SetKeys (not the flags)"
+        );
+        crate::keys::startup_order(&rings.gossip)
+    };
     ndb.generation = generation_now();
     // Networks and services describe the cluster, not the node that created them: durable
     // (never suspended or reaped with a node; saved and restored by every node).
@@ -126,6 +136,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), DaemonError> {
         local,
         underlay_mtu,
         lb,
+        rings,
     );
     let _ = agent.refresh_host_routes().await;
     agent.recover().await?;

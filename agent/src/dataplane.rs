@@ -10,6 +10,7 @@ use std::future::Future;
 use std::net::Ipv4Addr;
 use std::pin::Pin;
 
+use overlay::esp::{self, EspDesired, EspExecutor, EspReport};
 use overlay::{Actual, Desired, Executor, Names, Report};
 
 use crate::config::DataplaneKind;
@@ -29,18 +30,38 @@ pub trait Dataplane: Send + Sync + Debug {
         &'a self,
         desired: &'a Desired,
     ) -> BoxFut<'a, Result<Option<Actual>, overlay::Error>>;
+    /// `Err(reason)` when this dataplane cannot carry encrypted networks (no IPsec ESP in
+    /// the kernel, or no dataplane at all). Decided once, at start.
+    fn esp(&self) -> Result<(), String>;
+    /// Make the IPsec SAs, policies and the clear-VXLAN guard match `desired` (see
+    /// [`overlay::esp::EspExecutor::reconcile`]). Without a dataplane: nothing.
+    fn reconcile_esp<'a>(
+        &'a self,
+        desired: &'a EspDesired,
+    ) -> BoxFut<'a, Result<EspReport, overlay::Error>>;
 }
 
-/// The VXLAN dataplane of the `overlay` crate, in the agent's own network namespace.
+/// The VXLAN dataplane of the `overlay` crate, in the agent's own network namespace, with
+/// the IPsec ESP dataplane of encrypted networks beside it.
 #[derive(Debug)]
 pub struct KernelDataplane {
     exec: Executor,
+    esp: EspExecutor,
+    /// What [`esp::probe`] found at start.
+    esp_support: Result<(), String>,
 }
 
 impl KernelDataplane {
     pub fn new(prefix: &str, local_vtep: Ipv4Addr) -> Result<Self, overlay::Error> {
+        let support = esp::probe();
+        let esp_support = match support.reason() {
+            None => Ok(()),
+            Some(why) => Err(why),
+        };
         Ok(KernelDataplane {
             exec: Executor::new(Names::new(prefix)?, local_vtep)?,
+            esp: EspExecutor::new(esp::DEFAULT_REQID)?,
+            esp_support,
         })
     }
 }
@@ -63,6 +84,17 @@ impl Dataplane for KernelDataplane {
         desired: &'a Desired,
     ) -> BoxFut<'a, Result<Option<Actual>, overlay::Error>> {
         Box::pin(async move { self.exec.read_actual(desired).await.map(Some) })
+    }
+
+    fn esp(&self) -> Result<(), String> {
+        self.esp_support.clone()
+    }
+
+    fn reconcile_esp<'a>(
+        &'a self,
+        desired: &'a EspDesired,
+    ) -> BoxFut<'a, Result<EspReport, overlay::Error>> {
+        Box::pin(self.esp.reconcile(desired))
     }
 }
 
@@ -95,5 +127,16 @@ impl Dataplane for NoDataplane {
         _desired: &'a Desired,
     ) -> BoxFut<'a, Result<Option<Actual>, overlay::Error>> {
         Box::pin(async { Ok(None) })
+    }
+
+    fn esp(&self) -> Result<(), String> {
+        Err("this agent runs without a dataplane (--dataplane none)".into())
+    }
+
+    fn reconcile_esp<'a>(
+        &'a self,
+        _desired: &'a EspDesired,
+    ) -> BoxFut<'a, Result<EspReport, overlay::Error>> {
+        Box::pin(async { Ok(EspReport::default()) })
     }
 }

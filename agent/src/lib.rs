@@ -8,7 +8,7 @@
 //! | [`node`] | the running agent and its operations |
 //! | [`reconciler`] | watch tables, repair, reconcile the dataplane |
 //! | [`ipam`], [`pools`], [`conflict`] | pure allocation and conflict rules |
-//! | [`records`], [`state`] | table values, local state on disk |
+//! | [`records`], [`state`], [`keys`] | table values, local state and key rings on disk |
 //! | [`dataplane`], [`host`] | the kernel behind a trait; host facts |
 //! | [`api`], [`client`], [`commands`], [`output`] | gRPC server, client, CLI output |
 //! | [`metrics`] | Prometheus metrics and `/healthz` |
@@ -27,6 +27,7 @@ pub mod dns;
 pub mod error;
 pub mod host;
 pub mod ipam;
+pub mod keys;
 pub mod lab;
 pub mod lb;
 pub mod metrics;

@@ -41,6 +41,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Demo(args) => agent::demo::main(&args),
+        Command::Cluster(agent::cli::ClusterCmd::Keys(agent::cli::KeysCmd::Generate { bytes })) => {
+            println!("{}", agent::commands::generate_key(bytes));
+            ExitCode::SUCCESS
+        }
         Command::Debug(agent::cli::DebugCmd::Whoami {
             name,
             tcp,

@@ -40,6 +40,12 @@ pub struct Metrics {
     pub dns: crate::dns::DnsMetrics,
     /// 1, labelled with the balancer in use.
     pub lb_info: Family<Vec<(String, String)>, Gauge>,
+    /// 1 when this node can attach to encrypted networks (IPsec ESP in the kernel).
+    pub esp_supported: Gauge,
+    /// IPsec SAs this node holds.
+    pub esp_sas: Gauge,
+    /// Failed IPsec operations and reconciles (retried).
+    pub esp_errors: Counter<u64, AtomicU64>,
     /// Last gossip byte totals seen (counters only move forward by the difference).
     last_bytes: Mutex<(u64, u64)>,
 }
@@ -61,6 +67,9 @@ impl Default for Metrics {
             lb_errors: Counter::default(),
             lb_conntrack_flushed: Counter::default(),
             lb_info: Family::default(),
+            esp_supported: Gauge::default(),
+            esp_sas: Gauge::default(),
+            esp_errors: Counter::default(),
             dns: crate::dns::DnsMetrics::default(),
             last_bytes: Mutex::new((0, 0)),
             registry: Registry::default(),
@@ -91,6 +100,17 @@ impl Default for Metrics {
             "load_balancer",
             "The service load balancer in use (label kind)",
             m.lb_info.clone(),
+        );
+        registry.register(
+            "esp_supported",
+            "1 when this node can attach to encrypted networks (IPsec ESP in its kernel)",
+            m.esp_supported.clone(),
+        );
+        registry.register("esp_sas", "IPsec SAs this node holds", m.esp_sas.clone());
+        registry.register(
+            "esp_errors",
+            "Failed IPsec operations and reconciles (retried)",
+            m.esp_errors.clone(),
         );
         registry.register("endpoints", "Endpoints on this node", m.endpoints.clone());
         registry.register(

@@ -234,6 +234,37 @@ pub fn members(list: &[pb::Member]) -> String {
     )
 }
 
+fn ring_text(r: Option<&pb::KeyRingInfo>) -> String {
+    match r {
+        Some(r) if !r.tags.is_empty() => {
+            let tags: Vec<String> = r.tags.iter().map(u64::to_string).collect();
+            format!("tags {} (primary {})", tags.join(", "), r.primary)
+        }
+        _ => "none set with SetKeys".into(),
+    }
+}
+
+/// What `cluster keys set` / `ls` print.
+pub fn keys_set(r: &pb::SetKeysResponse) -> String {
+    let line = |name: &str, r: Option<&pb::KeyRingInfo>| {
+        let mut l = format!("{name:<10} {}", ring_text(r));
+        if let Some(r) = r.filter(|r| r.added + r.pruned > 0 || r.primary_changed) {
+            l.push_str(&format!(
+                "; {} added, {} pruned{}",
+                r.added,
+                r.pruned,
+                if r.primary_changed {
+                    ", primary switched"
+                } else {
+                    ""
+                }
+            ));
+        }
+        l + "\n"
+    };
+    line("gossip", r.gossip.as_ref()) + &line("dataplane", r.dataplane.as_ref())
+}
+
 pub fn status(s: &pb::StatusResponse) -> String {
     let mut out = String::new();
     let mut kv = |k: &str, v: String| out.push_str(&format!("{k:<17} {v}\n"));
@@ -254,6 +285,19 @@ pub fn status(s: &pb::StatusResponse) -> String {
         "Reconciles:",
         format!("{} ({} with errors)", s.reconcile_runs, s.reconcile_errors),
     );
+    kv(
+        "Encryption:",
+        if s.esp {
+            format!(
+                "IPsec ESP available; {} encrypted network(s) here, {} SAs",
+                s.encrypted_networks, s.esp_sas
+            )
+        } else {
+            format!("encrypted networks cannot attach here ({})", s.esp_note)
+        },
+    );
+    kv("Gossip keys:", ring_text(s.gossip_keys.as_ref()));
+    kv("Dataplane keys:", ring_text(s.dataplane_keys.as_ref()));
     kv("Uptime:", format!("{}s", s.uptime_secs));
     kv("Version:", s.version.clone());
     if !s.join_state.is_empty() {

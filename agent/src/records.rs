@@ -103,6 +103,11 @@ pub struct NodeRecord {
     pub dataplane: String,
     /// Local endpoint count per network id (networks with none are absent).
     pub endpoints: BTreeMap<String, u32>,
+    /// It can attach to encrypted networks (IPsec ESP works in its kernel); peers accept ESP
+    /// from it (inbound SAs) even before they share an encrypted network with it.
+    pub esp: bool,
+    /// Version of the SPI and key derivation it uses ([`overlay::esp::LAYOUT_VERSION`]).
+    pub esp_layout: u32,
 }
 
 /// An endpoint's dataplane facts, in its network's `peers` table under the endpoint id.

@@ -405,6 +405,134 @@ fn optional<T>(
     }
 }
 
+/// Most keys in one ring of `SetKeys`.
+pub const MAX_RING_KEYS: usize = 3;
+/// Key lengths a ring accepts (AES-128, AES-256).
+pub const KEY_LENGTHS: [usize; 2] = [16, 32];
+
+/// One key of a validated ring.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TaggedKey {
+    pub tag: u64,
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for TaggedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key bytes.
+        write!(f, "TaggedKey(tag {}, {} bytes)", self.tag, self.key.len())
+    }
+}
+
+/// A validated `SetKeysRequest`: each ring sorted by tag (oldest first), or `None` when the
+/// request leaves it unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeysRequest {
+    pub gossip: Option<Vec<TaggedKey>>,
+    pub dataplane: Option<Vec<TaggedKey>>,
+}
+
+/// The primary of a ring sorted by tag: the second-newest key, or the only one.
+pub fn ring_primary(ring: &[TaggedKey]) -> Option<&TaggedKey> {
+    match ring.len() {
+        0 => None,
+        1 => ring.first(),
+        n => ring.get(n - 2),
+    }
+}
+
+fn validate_ring(field: &'static str, ring: pb::KeyRing) -> Result<Vec<TaggedKey>, FieldError> {
+    if ring.keys.is_empty() {
+        return Err(FieldError::new(
+            field,
+            "the ring is empty: give 1 to 3 keys",
+        ));
+    }
+    if ring.keys.len() > MAX_RING_KEYS {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "{} keys: a ring holds at most {MAX_RING_KEYS} (add one, then prune the oldest)",
+                ring.keys.len()
+            ),
+        ));
+    }
+    let mut out: Vec<TaggedKey> = Vec::with_capacity(ring.keys.len());
+    for (i, k) in ring.keys.into_iter().enumerate() {
+        if !KEY_LENGTHS.contains(&k.key.len()) {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "keys[{i}].key: must be 16 or 32 bytes (got {})",
+                    k.key.len()
+                ),
+            ));
+        }
+        if k.key.iter().all(|b| *b == 0) {
+            return Err(FieldError::new(
+                field,
+                format!("keys[{i}].key: is all zeros"),
+            ));
+        }
+        if out.iter().any(|o| o.tag == k.tag) {
+            return Err(FieldError::new(
+                field,
+                format!("keys[{i}].tag: {} is used twice", k.tag),
+            ));
+        }
+        if out.iter().any(|o| o.key == k.key) {
+            return Err(FieldError::new(
+                field,
+                format!("keys[{i}].key: the same key is in the ring twice"),
+            ));
+        }
+        out.push(TaggedKey {
+            tag: k.tag,
+            key: k.key,
+        });
+    }
+    out.sort_by_key(|k| k.tag);
+    Ok(out)
+}
+
+impl TryFrom<pb::SetKeysRequest> for KeysRequest {
+    type Error = FieldError;
+
+    fn try_from(r: pb::SetKeysRequest) -> Result<Self, FieldError> {
+        if r.gossip.is_none() && r.dataplane.is_none() {
+            return Err(FieldError::new(
+                "gossip",
+                "neither gossip nor dataplane keys given: nothing to set",
+            ));
+        }
+        Ok(KeysRequest {
+            gossip: r.gossip.map(|g| validate_ring("gossip", g)).transpose()?,
+            dataplane: r
+                .dataplane
+                .map(|d| validate_ring("dataplane", d))
+                .transpose()?,
+        })
+    }
+}
+
+impl From<&KeysRequest> for pb::SetKeysRequest {
+    fn from(k: &KeysRequest) -> Self {
+        let ring = |r: &Vec<TaggedKey>| pb::KeyRing {
+            keys: r
+                .iter()
+                .map(|k| pb::Key {
+                    tag: k.tag,
+                    key: k.key.clone(),
+                })
+                .collect(),
+        };
+        pb::SetKeysRequest {
+            gossip: k.gossip.as_ref().map(ring),
+            dataplane: k.dataplane.as_ref().map(ring),
+        }
+    }
+}
+
 /// Names of networks, endpoints and aliases: 1..=64 characters of `[A-Za-z0-9_.-]`, the first
 /// a letter or digit.
 pub fn validate_name(field: &'static str, name: &str) -> Result<(), FieldError> {

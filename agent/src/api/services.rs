@@ -46,6 +46,11 @@ impl Cluster for Api {
         self.agent.leave().await?;
         ok(pb::LeaveResponse {})
     }
+
+    async fn set_keys(&self, r: Request<pb::SetKeysRequest>) -> R<pb::SetKeysResponse> {
+        let req = proto::convert::KeysRequest::try_from(r.into_inner())?;
+        ok(self.agent.set_keys(req).await?)
+    }
 }
 
 #[tonic::async_trait]

@@ -30,6 +30,7 @@ fn network_create_takes_its_options() {
             gateway: Some("10.1.0.254".into()),
             vni: Some(42),
             mtu: Some(1400),
+            encrypted: false,
         })
     );
     assert_eq!(c.client.api, DEFAULT_API);
@@ -254,4 +255,48 @@ fn service_create_takes_networks_ports_and_mode() {
         ])
         .is_err()
     );
+}
+
+#[test]
+fn key_rings_and_encrypted_networks_parse() {
+    let c = parse(&[
+        "cluster",
+        "keys",
+        "set",
+        "--gossip",
+        "1:00112233445566778899aabbccddeeff",
+        "--dataplane",
+        "7:00112233445566778899aabbccddeeff",
+        "--dataplane",
+        "8:ffeeddccbbaa99887766554433221100",
+    ]);
+    let Command::Cluster(ClusterCmd::Keys(KeysCmd::Set { gossip, dataplane })) = c.command else {
+        panic!("{:?}", c.command);
+    };
+    assert_eq!((gossip.len(), dataplane.len()), (1, 2));
+    let k = crate::commands::parse_tagged_key("--dataplane", &dataplane[1]).unwrap();
+    assert_eq!(k.tag, 8);
+    assert_eq!(k.key[0], 0xff);
+    let e = crate::commands::parse_tagged_key("--gossip", "x:00").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("--gossip x: the tag is not a number"),
+        "{e}"
+    );
+    let e = crate::commands::parse_tagged_key("--gossip", "1:0g").unwrap_err();
+    assert!(e.to_string().contains("the key is not hex"), "{e}");
+    let c = parse(&["network", "create", "s", "--encrypted"]);
+    assert!(matches!(
+        c.command,
+        Command::Network(NetworkCmd::Create {
+            encrypted: true,
+            ..
+        })
+    ));
+    let c = parse(&["cluster", "keys", "generate", "--bytes", "32"]);
+    assert_eq!(
+        c.command,
+        Command::Cluster(ClusterCmd::Keys(KeysCmd::Generate { bytes: 32 }))
+    );
+    assert_eq!(crate::commands::generate_key(32).len(), 64);
 }

@@ -74,6 +74,12 @@ impl Agent {
                 .map(|l| l.kind().as_str().to_string())
                 .unwrap_or_default(),
             load_balancer_note: self.lb_note.clone(),
+            esp: self.dataplane.esp().is_ok(),
+            esp_note: self.dataplane.esp().err().unwrap_or_default(),
+            gossip_keys: Some(crate::keys::info(&self.rings().gossip, None)),
+            dataplane_keys: Some(crate::keys::info(&self.rings().dataplane, None)),
+            encrypted_networks: self.encrypted_networks_here() as u32,
+            esp_sas: self.esp_sas.load(std::sync::atomic::Ordering::Relaxed) as u32,
         })
     }
 
@@ -89,6 +95,7 @@ impl Agent {
             up: true,
             self_: true,
             generation: me.generation,
+            esp: self.dataplane.esp().is_ok(),
         }];
         let mut others: Vec<pb::Member> = self
             .db
@@ -105,6 +112,7 @@ impl Agent {
                     up: m.up,
                     self_: false,
                     generation: m.peer.generation,
+                    esp: rec.is_some_and(|r| r.esp),
                 }
             })
             .collect();

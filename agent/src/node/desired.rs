@@ -26,7 +26,7 @@ impl Agent {
                 subnet: def.subnet(),
                 gateway: def.gateway,
                 mtu: self.mtu_for(def),
-                vxlan_port: self.cfg.vxlan_port,
+                vxlan_port: self.vxlan_port_for(def),
             });
             for e in self.db.snapshot(Some(&def.id), Some(PEERS)).await? {
                 if e.owner == self.id {
@@ -115,6 +115,9 @@ impl Agent {
     /// race otherwise, and the stale one would undo what the attach just reported done).
     pub async fn reconcile_now(&self) -> Result<Report> {
         let _pass = self.reconcile_lock.lock().await;
+        // IPsec first: the guard against clear VXLAN of an encrypted network must be in
+        // place before its sandbox exists.
+        self.reconcile_esp().await;
         let mut d = self.desired().await?;
         if Instant::now() < self.adopt_until {
             self.adopt_kernel_peers(&mut d).await;

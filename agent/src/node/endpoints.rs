@@ -302,10 +302,8 @@ impl Agent {
             )));
         }
         if def.encrypted {
-            return Err(AgentError::FailedPrecondition(format!(
-                "network {} is encrypted and this agent has no IPsec support yet",
-                def.name
-            )));
+            self.esp_ready(&def.name)
+                .map_err(AgentError::FailedPrecondition)?;
         }
         let service = match &spec.service {
             Some(s) => Some(self.service_for_attach(s, &def).await?),

@@ -12,6 +12,8 @@ mod cluster;
 mod desired;
 mod dns;
 mod endpoints;
+mod esp;
+mod keys;
 mod networks;
 mod services;
 #[cfg(test)]
@@ -81,6 +83,16 @@ pub struct Agent {
     pub dns: Option<Arc<crate::dns::Resolver>>,
     /// When the containers' DNS redirects were last checked.
     dns_repaired: Mutex<Option<Instant>>,
+    /// The key rings from SetKeys (see [`crate::keys`]).
+    rings: Mutex<crate::keys::Rings>,
+    /// The keys networkdb's gossip keyring holds now (the flags' or the ring's).
+    gossip_in_use: Mutex<Vec<Vec<u8>>>,
+    /// Serialises SetKeys.
+    keys_lock: tokio::sync::Mutex<()>,
+    /// The last ESP state applied, and when (see [`esp`]).
+    esp_done: tokio::sync::Mutex<Option<(overlay::esp::EspDesired, Instant)>>,
+    /// SAs in the kernel after the last ESP reconcile.
+    pub esp_sas: std::sync::atomic::AtomicUsize,
     /// Last spec programmed per container namespace, and when (see [`balancing`]).
     lb_done: tokio::sync::Mutex<BTreeMap<std::path::PathBuf, (LbSpec, Instant)>>,
 }
@@ -104,6 +116,7 @@ impl Agent {
         local: LocalState,
         underlay_mtu: u32,
         lb: Option<(Arc<dyn LoadBalancer>, String)>,
+        rings: crate::keys::Rings,
     ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::default());
         // Containers exist (and get a resolver) only with the kernel dataplane.
@@ -115,9 +128,18 @@ impl Agent {
         };
         let kind = lb.as_ref().map_or("none", |l| l.kind().as_str());
         metrics
+            .esp_supported
+            .set(i64::from(dataplane.esp().is_ok()));
+        if let Err(why) = dataplane.esp()
+            && dataplane.kind() == crate::config::DataplaneKind::Kernel
+        {
+            tracing::warn!(reason = %why, "encrypted networks cannot be attached on this node");
+        }
+        metrics
             .lb_info
             .get_or_create(&vec![("kind".to_string(), kind.to_string())])
             .set(1);
+        let cfg_gossip_keys = cfg.gossip_keys.clone();
         let adopt = if local.networks.is_empty() {
             Duration::ZERO
         } else {
@@ -150,6 +172,15 @@ impl Agent {
             lb_done: tokio::sync::Mutex::new(BTreeMap::new()),
             dns,
             dns_repaired: Mutex::new(None),
+            gossip_in_use: Mutex::new(if rings.gossip.is_empty() {
+                cfg_gossip_keys
+            } else {
+                rings.gossip.iter().map(|k| k.key.clone()).collect()
+            }),
+            rings: Mutex::new(rings),
+            keys_lock: tokio::sync::Mutex::new(()),
+            esp_done: tokio::sync::Mutex::new(None),
+            esp_sas: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -192,14 +223,27 @@ impl Agent {
         self.join_state.lock().expect("not poisoned").clone()
     }
 
-    /// MTU of endpoints of `def` on this node.
+    /// MTU of endpoints of `def` on this node: the network's own, else the underlay's less
+    /// VXLAN (and, for an encrypted network, ESP) overhead.
     pub fn mtu_for(&self, def: &NetworkDef) -> u32 {
         if def.mtu != 0 {
-            def.mtu
+            return def.mtu;
+        }
+        let vxlan = self.underlay_mtu.saturating_sub(VXLAN_OVERHEAD);
+        let mtu = if def.encrypted {
+            overlay::esp::encrypted_mtu(vxlan)
         } else {
-            self.underlay_mtu
-                .saturating_sub(VXLAN_OVERHEAD)
-                .clamp(68, 65535)
+            vxlan
+        };
+        mtu.clamp(68, 65535)
+    }
+
+    /// The VXLAN UDP port of `def` (encrypted networks have their own, which IPsec covers).
+    pub fn vxlan_port_for(&self, def: &NetworkDef) -> u16 {
+        if def.encrypted {
+            self.cfg.vxlan_port_encrypted
+        } else {
+            self.cfg.vxlan_port
         }
     }
 
@@ -234,6 +278,8 @@ impl Agent {
             version: env!("CARGO_PKG_VERSION").to_string(),
             dataplane: self.dataplane.kind().as_str().to_string(),
             endpoints: self.local().endpoint_counts(),
+            esp: self.dataplane.esp().is_ok(),
+            esp_layout: u32::from(overlay::esp::LAYOUT_VERSION),
         };
         self.db
             .put(CLUSTER, NODES, &self.id.to_string(), records::encode(&rec))

@@ -74,11 +74,6 @@ impl Agent {
 
     /// CreateNetwork.
     pub async fn create_network(&self, req: NetworkRequest) -> Result<NetworkDef> {
-        if req.encrypted {
-            return Err(AgentError::Unimplemented(
-                "encrypted: encrypted networks (IPsec) are not supported by this agent yet".into(),
-            ));
-        }
         let _guard = self.create_lock.lock().await;
         let view = self.network_view().await?;
         if let Some(d) = view.defs.iter().find(|d| d.name == req.name) {
@@ -144,7 +139,7 @@ impl Agent {
             subnet_prefix: subnet.prefix(),
             gateway,
             mtu: req.mtu.unwrap_or(0),
-            encrypted: false,
+            encrypted: req.encrypted,
             creator: self.id,
             created,
             revision: 0,

@@ -46,6 +46,17 @@ impl Dataplane for Recorder {
     ) -> BoxFut<'a, Result<Option<Actual>, overlay::Error>> {
         Box::pin(async { Ok(None) })
     }
+
+    fn esp(&self) -> Result<(), String> {
+        Err("a recorder".into())
+    }
+
+    fn reconcile_esp<'a>(
+        &'a self,
+        _desired: &'a overlay::esp::EspDesired,
+    ) -> BoxFut<'a, Result<overlay::esp::EspReport, overlay::Error>> {
+        Box::pin(async { Ok(Default::default()) })
+    }
 }
 
 async fn agent(dataplane: Arc<dyn Dataplane>) -> (Arc<Agent>, tempfile::TempDir) {
@@ -73,6 +84,7 @@ async fn agent(dataplane: Arc<dyn Dataplane>) -> (Arc<Agent>, tempfile::TempDir)
         Default::default(),
         1500,
         None,
+        Default::default(),
     );
     (a, dir)
 }

@@ -267,3 +267,72 @@ fn invalid_service_requests_name_the_field() {
     r.name = "-bad".into();
     assert_eq!(field(r), "name");
 }
+
+fn key(tag: u64, len: usize, fill: u8) -> pb::Key {
+    pb::Key {
+        tag,
+        key: vec![fill; len],
+    }
+}
+
+fn keys_err(gossip: Option<Vec<pb::Key>>, dataplane: Option<Vec<pb::Key>>) -> String {
+    KeysRequest::try_from(pb::SetKeysRequest {
+        gossip: gossip.map(|keys| pb::KeyRing { keys }),
+        dataplane: dataplane.map(|keys| pb::KeyRing { keys }),
+    })
+    .unwrap_err()
+    .to_string()
+}
+
+#[test]
+fn key_rings_are_sorted_by_tag_and_their_primary_is_the_second_newest() {
+    let r = KeysRequest::try_from(pb::SetKeysRequest {
+        gossip: None,
+        dataplane: Some(pb::KeyRing {
+            keys: vec![key(9, 16, 3), key(2, 32, 1), key(5, 16, 2)],
+        }),
+    })
+    .unwrap();
+    assert!(r.gossip.is_none());
+    let ring = r.dataplane.as_ref().unwrap();
+    let tags: Vec<u64> = ring.iter().map(|k| k.tag).collect();
+    assert_eq!(tags, [2, 5, 9]);
+    assert_eq!(ring_primary(ring).unwrap().tag, 5);
+    assert_eq!(ring_primary(&ring[..1]).unwrap().tag, 2);
+    assert_eq!(ring_primary(&[]), None);
+    assert!(
+        !format!("{r:?}").contains("[3, 3"),
+        "key bytes never printed: {r:?}"
+    );
+    let back = KeysRequest::try_from(pb::SetKeysRequest::from(&r)).unwrap();
+    assert_eq!(back, r);
+}
+
+#[test]
+fn invalid_key_rings_are_refused_naming_the_ring_and_the_key() {
+    assert_eq!(
+        keys_err(None, Some(vec![key(1, 16, 1), key(2, 20, 2)])),
+        "dataplane: keys[1].key: must be 16 or 32 bytes (got 20)"
+    );
+    assert_eq!(
+        keys_err(Some(vec![]), None),
+        "gossip: the ring is empty: give 1 to 3 keys"
+    );
+    assert!(
+        keys_err(Some((1..=4).map(|t| key(t, 16, t as u8)).collect()), None)
+            .starts_with("gossip: 4 keys: a ring holds at most 3")
+    );
+    assert_eq!(
+        keys_err(None, Some(vec![key(1, 16, 1), key(1, 16, 2)])),
+        "dataplane: keys[1].tag: 1 is used twice"
+    );
+    assert_eq!(
+        keys_err(None, Some(vec![key(1, 16, 1), key(2, 16, 1)])),
+        "dataplane: keys[1].key: the same key is in the ring twice"
+    );
+    assert_eq!(
+        keys_err(Some(vec![key(1, 16, 0)]), None),
+        "gossip: keys[0].key: is all zeros"
+    );
+    assert!(keys_err(None, None).contains("nothing to set"));
+}
