@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-cargo build --release -q -p networkdb --bins -p cluster-tests --bin networkdb-bench
+cargo build --release -q -p cluster-tests --bin networkdb-node --bin networkdb-bench
 exec target/release/networkdb-bench "$@"

@@ -102,7 +102,7 @@ pub fn node_binary() -> Result<PathBuf> {
         }
     }
     bail!(
-        "networkdb-node not found beside {}: build it (cargo build -p networkdb --bins) or set NETWORKDB_NODE",
+        "networkdb-node not found beside {}: build it (cargo build -p cluster-tests --bin networkdb-node) or set NETWORKDB_NODE",
         exe.display()
     )
 }

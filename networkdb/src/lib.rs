@@ -21,6 +21,7 @@ pub mod error;
 pub mod keyring;
 mod queue;
 pub mod runtime;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod stats;
 mod store;

@@ -56,7 +56,8 @@ pub(crate) struct Driver {
     /// Set once stopping: the turn at which the loop ends.
     pub stop_at: Option<Instant>,
     pub stop_replies: Vec<oneshot::Sender<()>>,
-    /// See [`super::NodeConfig::inbound_loss`].
+    /// See `NodeConfig::inbound_loss` (feature `faults`).
+    #[cfg(feature = "faults")]
     pub inbound_loss: f64,
     /// Writer of the durable tables file, if configured.
     pub persister: Option<Persister>,
@@ -276,6 +277,7 @@ impl Driver {
     async fn datagram(&mut self, payload: &[u8], from: SocketAddr) {
         bump(&self.counters.datagrams_in, 1);
         bump(&self.counters.udp_bytes_in, payload.len() as u64);
+        #[cfg(feature = "faults")]
         if self.inbound_loss > 0.0 && rand::random_bool(self.inbound_loss.min(1.0)) {
             return;
         }

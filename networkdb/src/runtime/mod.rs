@@ -168,6 +168,7 @@ pub async fn spawn(cfg: NodeConfig) -> Result<Handle, Error> {
         inbound: inbound_rx,
         stop_at: None,
         stop_replies: Vec::new(),
+        #[cfg(feature = "faults")]
         inbound_loss: cfg.inbound_loss,
         persister,
         durable_waiters: Vec::new(),

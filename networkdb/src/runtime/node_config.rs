@@ -33,7 +33,8 @@ pub struct NodeConfig {
     /// Queue capacity of a watcher that does not choose its own (see [`super::WatchOptions`]).
     pub watch_capacity: usize,
     /// Share (0..1) of received datagrams dropped on purpose, before opening: emulated packet
-    /// loss for tests and benchmarks on loopback. 0 in production.
+    /// loss for tests and benchmarks on loopback (feature `faults`).
+    #[cfg(feature = "faults")]
     pub inbound_loss: f64,
     /// File holding the durable tables ([`crate::Config::durable_tables`]): loaded and
     /// restored at start, rewritten (crash-safely, off the core task) on every change. A put
@@ -55,6 +56,7 @@ impl NodeConfig {
             core: Config::default(),
             seed: None,
             watch_capacity: DEFAULT_WATCH_CAPACITY,
+            #[cfg(feature = "faults")]
             inbound_loss: 0.0,
             durable_path: None,
         }
