@@ -360,7 +360,7 @@ impl AgentConfig {
             Some(n) => n,
             None => hostname(),
         };
-        proto::convert::validate_name("node_name", &node_name)
+        crate::spec::validate_name("node_name", &node_name)
             .map_err(|e| err("node_name", e.message))?;
         let state_dir = a
             .state_dir
@@ -538,7 +538,7 @@ impl AgentConfig {
             .subnet_prefix
             .or(f.subnet_prefix)
             .unwrap_or(pools::DEFAULT_SUBNET_PREFIX);
-        if !proto::convert::SUBNET_PREFIX_RANGE.contains(&subnet_prefix)
+        if !crate::spec::SUBNET_PREFIX_RANGE.contains(&subnet_prefix)
             || subnet_prefix < subnet_pool.prefix()
         {
             return Err(err(
@@ -719,7 +719,7 @@ fn parse_vni_pool(s: &str) -> Result<std::ops::RangeInclusive<u32>, ConfigError>
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
     let a: u32 = a.trim().parse().map_err(|_| bad())?;
     let b: u32 = b.trim().parse().map_err(|_| bad())?;
-    if a == 0 || b > proto::convert::MAX_VNI || a > b {
+    if a == 0 || b > crate::spec::MAX_VNI || a > b {
         return Err(bad());
     }
     Ok(a..=b)

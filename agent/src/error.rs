@@ -1,6 +1,6 @@
 //! The agent's error type, mapped onto gRPC status codes at the API boundary.
 
-use proto::FieldError;
+use crate::spec::FieldError;
 use tonic::Status;
 
 /// Errors of agent operations. Every message names the object (and the field, for invalid

@@ -3,7 +3,7 @@
 //! [`KeysFile`].
 //!
 //! A ring is 1 to 3 keys sorted by Lamport tag; its primary (the key that seals gossip or
-//! sends ESP) is the second-newest (see [`proto::convert::ring_primary`]). A new gossip ring is
+//! sends ESP) is the second-newest (see [`crate::spec::ring_primary`]). A new gossip ring is
 //! applied as: add the keys that are new, switch the primary, remove the keys that are gone
 //! ([`gossip_steps`]): networkdb opens with every key of its ring and with a removed key for a
 //! short grace, so no packet is lost between nodes that are one step apart.
@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use proto::convert::{TaggedKey, ring_primary};
+use crate::spec::{TaggedKey, ring_primary};
 use proto::pb;
 use serde::{Deserialize, Serialize};
 

@@ -36,6 +36,7 @@ pub mod output;
 pub mod pools;
 pub mod reconciler;
 pub mod records;
+pub mod spec;
 pub mod state;
 pub mod testbed;
 pub mod whoami;

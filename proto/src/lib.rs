@@ -1,11 +1,10 @@
-//! The swarmnet gRPC API: `.proto` definitions (`proto/swarmnet.proto`), the code tonic
-//! generates from them ([`pb`]), and conversions between the wire types and the agent's
-//! domain types ([`convert`]). Nothing else lives here.
+//! The swarmnet gRPC API: `.proto` definitions (`proto/swarmnet.proto`) and the code tonic
+//! generates from them ([`pb`]). Nothing else lives here: the agent converts between these
+//! messages and its own types (`agent::api::convert`), and other clients (the CNI and Docker
+//! plugins, scripts) use the messages as they are.
 //!
 //! Code generation runs in `build.rs` with protox (a pure-Rust protobuf compiler), so a fresh
 //! machine needs no `protoc`.
-
-pub mod convert;
 
 /// Generated messages, clients (`*_client`) and servers (`*_server`) of `swarmnet.v1`.
 /// Every message also derives `serde::Serialize` (for the CLI's `--json`).
@@ -13,7 +12,3 @@ pub mod convert;
 pub mod pb {
     tonic::include_proto!("swarmnet.v1");
 }
-
-pub use convert::{
-    AttachSpec, FieldError, NetworkRequest, PortSpec, ServiceModeArg, ServiceRequest,
-};

@@ -1,6 +1,7 @@
 //! The gRPC API: service implementations (thin: convert, call [`crate::node::Agent`],
 //! convert back) and the listeners (unix socket, TCP with mutual TLS).
 
+pub mod convert;
 mod server;
 mod services;
 

@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
+use crate::spec::{AttachSpec, FieldError, NetworkRequest, ServiceRequest};
 use proto::pb;
 use proto::pb::cluster_server::Cluster;
 use proto::pb::debug_server::Debug;
 use proto::pb::endpoints_server::Endpoints;
 use proto::pb::networks_server::Networks;
 use proto::pb::services_server::Services;
-use proto::{AttachSpec, FieldError, NetworkRequest, ServiceRequest};
 use tonic::{Request, Response, Status};
 
 use crate::node::Agent;
@@ -48,7 +48,7 @@ impl Cluster for Api {
     }
 
     async fn set_keys(&self, r: Request<pb::SetKeysRequest>) -> R<pb::SetKeysResponse> {
-        let req = proto::convert::KeysRequest::try_from(r.into_inner())?;
+        let req = crate::spec::KeysRequest::try_from(r.into_inner())?;
         ok(self.agent.set_keys(req).await?)
     }
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use networkdb::NodeId;
-use proto::{FieldError, pb};
+use proto::pb;
+
+use crate::spec::FieldError;
 use serde_json::json;
 
 use super::Agent;

@@ -4,10 +4,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use crate::spec::format_mac;
 use ipnetwork::Ipv4Network;
 use networkdb::NodeId;
-use proto::convert::format_mac;
-use proto::{AttachSpec, FieldError, pb};
+use proto::pb;
+
+use crate::spec::{AttachSpec, FieldError};
 
 use super::{Agent, now_ms};
 use crate::error::{AgentError, Result};

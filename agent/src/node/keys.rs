@@ -1,8 +1,10 @@
 //! SetKeys: validate a new ring against what the kernel can use, apply the gossip ring to
 //! networkdb step by step, keep the dataplane ring for the ESP reconcile, save both.
 
-use proto::convert::KeysRequest;
-use proto::{FieldError, pb};
+use crate::spec::KeysRequest;
+use proto::pb;
+
+use crate::spec::FieldError;
 
 use super::Agent;
 use crate::error::{AgentError, Result};

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnetwork::Ipv4Network;
 use networkdb::{CLUSTER, NodeId};
-use proto::{FieldError, NetworkRequest, pb};
+use proto::pb;
+
+use crate::spec::{FieldError, NetworkRequest};
 
 use super::{Agent, now_ms};
 use crate::conflict::{self, Verdict};

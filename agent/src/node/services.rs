@@ -11,7 +11,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use networkdb::CLUSTER;
-use proto::{FieldError, ServiceModeArg, ServiceRequest, pb};
+use proto::pb;
+
+use crate::spec::{FieldError, ServiceModeArg, ServiceRequest};
 
 use super::{Agent, now_ms};
 use crate::error::{AgentError, Result};

@@ -1,6 +1,12 @@
 use proptest::prelude::*;
 
-use super::*;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use ipnetwork::Ipv4Network;
+use proto::pb;
+
+use crate::spec::*;
 
 fn create(name: &str, subnet: &str, gateway: &str, vni: u32, mtu: u32) -> pb::CreateNetworkRequest {
     pb::CreateNetworkRequest {

@@ -1,58 +1,20 @@
-//! Conversions between wire messages and validated domain values.
+//! Incoming: wire messages to validated requests ([`crate::spec`]).
 //!
 //! Contract: every `TryFrom<pb::...>` either returns a value whose fields are all valid
 //! (addresses parsed, ranges checked) or a [`FieldError`] naming the first invalid field;
-//! `From<&Domain> for pb::...` is its inverse (a round trip is the identity).
+//! `From<&Request> for pb::...` is its inverse (a round trip is the identity; the CLI builds
+//! its messages that way).
 
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use ipnetwork::Ipv4Network;
+use proto::pb;
 
-use crate::pb;
-
-/// Longest network or endpoint name.
-pub const MAX_NAME_LEN: usize = 64;
-/// Most aliases one endpoint may have.
-pub const MAX_ALIASES: usize = 32;
-/// Largest VNI (24 bits).
-pub const MAX_VNI: u32 = 0x00ff_ffff;
-/// Prefix lengths a network subnet may have: room for a gateway and endpoints.
-pub const SUBNET_PREFIX_RANGE: std::ops::RangeInclusive<u8> = 8..=30;
-
-/// An invalid argument: which field, and why. Becomes `INVALID_ARGUMENT` with the message
-/// `"<field>: <message>"`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct FieldError {
-    pub field: &'static str,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        FieldError {
-            field,
-            message: message.into(),
-        }
-    }
-}
+use crate::spec::*;
 
 impl From<FieldError> for tonic::Status {
     fn from(e: FieldError) -> Self {
         tonic::Status::invalid_argument(e.to_string())
     }
-}
-
-/// A validated `CreateNetworkRequest`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetworkRequest {
-    pub name: String,
-    pub subnet: Option<Ipv4Network>,
-    pub gateway: Option<Ipv4Addr>,
-    pub vni: Option<u32>,
-    pub mtu: Option<u32>,
-    pub encrypted: bool,
 }
 
 impl TryFrom<pb::CreateNetworkRequest> for NetworkRequest {
@@ -113,29 +75,6 @@ impl From<&NetworkRequest> for pb::CreateNetworkRequest {
         }
     }
 }
-
-/// A validated `AttachRequest`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttachSpec {
-    /// Network name or id.
-    pub network: String,
-    pub netns: PathBuf,
-    pub name: String,
-    pub aliases: Vec<String>,
-    pub ip: Option<Ipv4Addr>,
-    pub mac: Option<[u8; 6]>,
-    /// Interface name in the container (default `eth0`).
-    pub ifname: String,
-    /// Service name or id this endpoint backs.
-    pub service: Option<String>,
-    /// resolv.conf the agent writes for the container.
-    pub resolv_conf: Option<PathBuf>,
-    pub dns_search: Vec<String>,
-    pub dns_options: Vec<String>,
-}
-
-/// Interface name used in the container when the request gives none.
-pub const DEFAULT_IFNAME: &str = "eth0";
 
 impl TryFrom<pb::AttachRequest> for AttachSpec {
     type Error = FieldError;
@@ -242,46 +181,6 @@ impl From<&AttachSpec> for pb::AttachRequest {
             dns_options: a.dns_options.clone(),
         }
     }
-}
-
-/// Service mode in requests: `vip` or `dnsrr`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServiceModeArg {
-    Vip,
-    Dnsrr,
-}
-
-impl ServiceModeArg {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceModeArg::Vip => "vip",
-            ServiceModeArg::Dnsrr => "dnsrr",
-        }
-    }
-}
-
-/// A validated service port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct PortSpec {
-    /// True for UDP, false for TCP.
-    pub udp: bool,
-    pub port: u16,
-    pub target: u16,
-}
-
-/// Most ports one service may have.
-pub const MAX_PORTS: usize = 64;
-
-/// A validated `CreateServiceRequest`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceRequest {
-    pub name: String,
-    /// Network names or ids, deduplicated, in request order.
-    pub networks: Vec<String>,
-    pub mode: ServiceModeArg,
-    /// Sorted, unique by (protocol, port).
-    pub ports: Vec<PortSpec>,
-    pub aliases: Vec<String>,
 }
 
 impl TryFrom<pb::CreateServiceRequest> for ServiceRequest {
@@ -405,42 +304,6 @@ fn optional<T>(
     }
 }
 
-/// Most keys in one ring of `SetKeys`.
-pub const MAX_RING_KEYS: usize = 3;
-/// Key lengths a ring accepts (AES-128, AES-256).
-pub const KEY_LENGTHS: [usize; 2] = [16, 32];
-
-/// One key of a validated ring.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TaggedKey {
-    pub tag: u64,
-    pub key: Vec<u8>,
-}
-
-impl std::fmt::Debug for TaggedKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print key bytes.
-        write!(f, "TaggedKey(tag {}, {} bytes)", self.tag, self.key.len())
-    }
-}
-
-/// A validated `SetKeysRequest`: each ring sorted by tag (oldest first), or `None` when the
-/// request leaves it unchanged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeysRequest {
-    pub gossip: Option<Vec<TaggedKey>>,
-    pub dataplane: Option<Vec<TaggedKey>>,
-}
-
-/// The primary of a ring sorted by tag: the second-newest key, or the only one.
-pub fn ring_primary(ring: &[TaggedKey]) -> Option<&TaggedKey> {
-    match ring.len() {
-        0 => None,
-        1 => ring.first(),
-        n => ring.get(n - 2),
-    }
-}
-
 fn validate_ring(field: &'static str, ring: pb::KeyRing) -> Result<Vec<TaggedKey>, FieldError> {
     if ring.keys.is_empty() {
         return Err(FieldError::new(
@@ -532,146 +395,3 @@ impl From<&KeysRequest> for pb::SetKeysRequest {
         }
     }
 }
-
-/// Names of networks, endpoints and aliases: 1..=64 characters of `[A-Za-z0-9_.-]`, the first
-/// a letter or digit.
-pub fn validate_name(field: &'static str, name: &str) -> Result<(), FieldError> {
-    if name.is_empty() {
-        return Err(FieldError::new(field, "required (a name)"));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(FieldError::new(
-            field,
-            format!("{name:?} is longer than {MAX_NAME_LEN} characters"),
-        ));
-    }
-    if !name.as_bytes()[0].is_ascii_alphanumeric() {
-        return Err(FieldError::new(
-            field,
-            format!("{name:?} must start with a letter or digit"),
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-    {
-        return Err(FieldError::new(
-            field,
-            format!("{name:?} contains {c:?}: only letters, digits, '_', '.' and '-' are allowed"),
-        ));
-    }
-    Ok(())
-}
-
-/// At most [`MAX_ALIASES`] names, each valid by [`validate_name`].
-pub fn validate_aliases(aliases: &[String]) -> Result<(), FieldError> {
-    if aliases.len() > MAX_ALIASES {
-        return Err(FieldError::new(
-            "aliases",
-            format!("{} given, at most {MAX_ALIASES}", aliases.len()),
-        ));
-    }
-    aliases.iter().try_for_each(|a| validate_name("aliases", a))
-}
-
-/// An IPv4 address.
-pub fn parse_ipv4(field: &'static str, s: &str) -> Result<Ipv4Addr, FieldError> {
-    s.parse()
-        .map_err(|_| FieldError::new(field, format!("{s} is not a valid IPv4 address")))
-}
-
-/// An IPv4 CIDR usable as a network subnet: canonical (no host bits), prefix 8..=30.
-pub fn parse_subnet(field: &'static str, s: &str) -> Result<Ipv4Network, FieldError> {
-    let invalid = || FieldError::new(field, format!("{s} is not a valid IPv4 CIDR"));
-    let (addr, prefix) = s.split_once('/').ok_or_else(invalid)?;
-    let addr: Ipv4Addr = addr.parse().map_err(|_| invalid())?;
-    let prefix: u8 = prefix.parse().map_err(|_| invalid())?;
-    let net = Ipv4Network::new(addr, prefix).map_err(|_| invalid())?;
-    if !SUBNET_PREFIX_RANGE.contains(&prefix) {
-        return Err(FieldError::new(
-            field,
-            format!(
-                "{s}: prefix length must be {}..={}",
-                SUBNET_PREFIX_RANGE.start(),
-                SUBNET_PREFIX_RANGE.end()
-            ),
-        ));
-    }
-    if net.network() != addr {
-        return Err(FieldError::new(
-            field,
-            format!(
-                "{s} has host bits set: did you mean {}/{prefix}?",
-                net.network()
-            ),
-        ));
-    }
-    Ok(net)
-}
-
-/// `ip` lies in `net` and is neither its network nor its broadcast address.
-pub fn check_host_address(
-    field: &'static str,
-    ip: Ipv4Addr,
-    net: Ipv4Network,
-) -> Result<(), FieldError> {
-    if !net.contains(ip) {
-        return Err(FieldError::new(
-            field,
-            format!("{ip} is outside subnet {net}"),
-        ));
-    }
-    if ip == net.network() || ip == net.broadcast() {
-        return Err(FieldError::new(
-            field,
-            format!("{ip} is the network or broadcast address of {net}"),
-        ));
-    }
-    Ok(())
-}
-
-/// A unicast MAC address `aa:bb:cc:dd:ee:ff` (or with `-`).
-pub fn parse_mac(field: &'static str, s: &str) -> Result<[u8; 6], FieldError> {
-    let invalid = || FieldError::new(field, format!("{s} is not a valid MAC address"));
-    let mut out = [0u8; 6];
-    let mut parts = s.split([':', '-']);
-    for slot in &mut out {
-        let part = parts.next().ok_or_else(invalid)?;
-        if part.is_empty() || part.len() > 2 {
-            return Err(invalid());
-        }
-        *slot = u8::from_str_radix(part, 16).map_err(|_| invalid())?;
-    }
-    if parts.next().is_some() {
-        return Err(invalid());
-    }
-    if out == [0; 6] || out[0] & 1 == 1 {
-        return Err(FieldError::new(
-            field,
-            format!("{s} is not a unicast MAC address"),
-        ));
-    }
-    Ok(out)
-}
-
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// Linux interface name rules: 1..=15 bytes, not `.`/`..`, no `/`, `:` or whitespace.
-pub fn valid_ifname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 15
-        && name != "."
-        && name != ".."
-        && !name
-            .bytes()
-            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
-}
-
-#[cfg(test)]
-mod tests;

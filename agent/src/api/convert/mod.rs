@@ -1,0 +1,8 @@
+//! Conversions between the wire types of the API ([`proto::pb`]) and the agent's domain
+//! values: incoming messages to validated requests ([`crate::spec`]), and the agent's views
+//! to outgoing messages.
+
+mod incoming;
+
+#[cfg(test)]
+mod tests;
