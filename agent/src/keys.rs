@@ -15,9 +15,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::spec::{TaggedKey, ring_primary};
-use proto::pb;
 use serde::{Deserialize, Serialize};
 
+use crate::node::views::RingInfo;
 use crate::state::{StateError, write_atomic};
 
 /// The rings this node holds. A ring is empty when none was ever set (gossip keys from
@@ -71,9 +71,9 @@ pub fn startup_order(ring: &[TaggedKey]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// A ring as the API shows it: tags, primary, and what a change did.
-pub fn info(ring: &[TaggedKey], before: Option<&[TaggedKey]>) -> pb::KeyRingInfo {
-    let mut out = pb::KeyRingInfo {
+/// A ring as shown: tags, primary, and what a change did.
+pub fn info(ring: &[TaggedKey], before: Option<&[TaggedKey]>) -> RingInfo {
+    let mut out = RingInfo {
         tags: ring.iter().map(|k| k.tag).collect(),
         primary: ring_primary(ring).map_or(0, |k| k.tag),
         ..Default::default()

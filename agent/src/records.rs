@@ -143,6 +143,16 @@ pub enum ServiceMode {
     Dnsrr,
 }
 
+impl ServiceMode {
+    /// `vip` or `dnsrr`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceMode::Vip => "vip",
+            ServiceMode::Dnsrr => "dnsrr",
+        }
+    }
+}
+
 /// Transport protocol of a service port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Protocol {

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use crate::spec::{AttachSpec, FieldError, NetworkRequest, ServiceRequest};
 use proto::pb;
 use proto::pb::cluster_server::Cluster;
 use proto::pb::debug_server::Debug;
@@ -12,6 +11,7 @@ use proto::pb::services_server::Services;
 use tonic::{Request, Response, Status};
 
 use crate::node::Agent;
+use crate::spec::{AttachSpec, FieldError, KeysRequest, NetworkRequest, ServiceRequest};
 
 /// Implements every service.
 #[derive(Debug, Clone)]
@@ -25,15 +25,20 @@ fn ok<T>(v: T) -> R<T> {
     Ok(Response::new(v))
 }
 
+/// The message of each view.
+fn all<'a, V: 'a, T: From<&'a V>>(views: &'a [V]) -> Vec<T> {
+    views.iter().map(T::from).collect()
+}
+
 #[tonic::async_trait]
 impl Cluster for Api {
     async fn status(&self, _: Request<pb::StatusRequest>) -> R<pb::StatusResponse> {
-        ok(self.agent.status().await?)
+        ok((&self.agent.status().await?).into())
     }
 
     async fn members(&self, _: Request<pb::MembersRequest>) -> R<pb::MembersResponse> {
         ok(pb::MembersResponse {
-            members: self.agent.members().await?,
+            members: all(&self.agent.members().await?),
         })
     }
 
@@ -48,8 +53,8 @@ impl Cluster for Api {
     }
 
     async fn set_keys(&self, r: Request<pb::SetKeysRequest>) -> R<pb::SetKeysResponse> {
-        let req = crate::spec::KeysRequest::try_from(r.into_inner())?;
-        ok(self.agent.set_keys(req).await?)
+        let req = KeysRequest::try_from(r.into_inner())?;
+        ok((&self.agent.set_keys(req).await?).into())
     }
 }
 
@@ -58,7 +63,7 @@ impl Networks for Api {
     async fn create(&self, r: Request<pb::CreateNetworkRequest>) -> R<pb::Network> {
         let req = NetworkRequest::try_from(r.into_inner())?;
         let def = self.agent.create_network(req).await?;
-        ok(self.agent.network_pb(&def).await?)
+        ok((&self.agent.network_info(&def).await?).into())
     }
 
     async fn delete(&self, r: Request<pb::DeleteNetworkRequest>) -> R<pb::DeleteNetworkResponse> {
@@ -68,7 +73,7 @@ impl Networks for Api {
 
     async fn list(&self, _: Request<pb::ListNetworksRequest>) -> R<pb::ListNetworksResponse> {
         ok(pb::ListNetworksResponse {
-            networks: self.agent.list_networks().await?,
+            networks: all(&self.agent.list_networks().await?),
         })
     }
 
@@ -78,7 +83,7 @@ impl Networks for Api {
             return Err(FieldError::new("network", "required (a network name or id)").into());
         }
         let def = self.agent.find_network(&name).await?;
-        ok(self.agent.network_pb(&def).await?)
+        ok((&self.agent.network_info(&def).await?).into())
     }
 }
 
@@ -86,7 +91,7 @@ impl Networks for Api {
 impl Endpoints for Api {
     async fn attach(&self, r: Request<pb::AttachRequest>) -> R<pb::Endpoint> {
         let spec = AttachSpec::try_from(r.into_inner())?;
-        ok(self.agent.attach(spec).await?)
+        ok((&self.agent.attach(spec).await?).into())
     }
 
     async fn detach(&self, r: Request<pb::DetachRequest>) -> R<pb::DetachResponse> {
@@ -99,24 +104,26 @@ impl Endpoints for Api {
 
     async fn list(&self, r: Request<pb::ListEndpointsRequest>) -> R<pb::ListEndpointsResponse> {
         ok(pb::ListEndpointsResponse {
-            endpoints: self.agent.list_endpoints(&r.into_inner().network).await?,
+            endpoints: all(&self.agent.list_endpoints(&r.into_inner().network).await?),
         })
     }
 
     async fn enable(&self, r: Request<pb::EndpointServiceRequest>) -> R<pb::Endpoint> {
         let r = r.into_inner();
-        ok(self
+        let e = self
             .agent
             .set_endpoint_disabled(&r.endpoint, &r.network, false)
-            .await?)
+            .await?;
+        ok((&e).into())
     }
 
     async fn disable(&self, r: Request<pb::EndpointServiceRequest>) -> R<pb::Endpoint> {
         let r = r.into_inner();
-        ok(self
+        let e = self
             .agent
             .set_endpoint_disabled(&r.endpoint, &r.network, true)
-            .await?)
+            .await?;
+        ok((&e).into())
     }
 }
 
@@ -125,7 +132,7 @@ impl Services for Api {
     async fn create(&self, r: Request<pb::CreateServiceRequest>) -> R<pb::Service> {
         let req = ServiceRequest::try_from(r.into_inner())?;
         let svc = self.agent.create_service(req).await?;
-        ok(self.agent.service_pb(&svc, false).await?)
+        ok((&self.agent.service_info(&svc, false).await?).into())
     }
 
     async fn delete(&self, r: Request<pb::DeleteServiceRequest>) -> R<pb::DeleteServiceResponse> {
@@ -135,13 +142,13 @@ impl Services for Api {
 
     async fn list(&self, _: Request<pb::ListServicesRequest>) -> R<pb::ListServicesResponse> {
         ok(pb::ListServicesResponse {
-            services: self.agent.list_services().await?,
+            services: all(&self.agent.list_services().await?),
         })
     }
 
     async fn inspect(&self, r: Request<pb::InspectServiceRequest>) -> R<pb::Service> {
         let svc = self.agent.find_service(&r.into_inner().service).await?;
-        ok(self.agent.service_pb(&svc, true).await?)
+        ok((&self.agent.service_info(&svc, true).await?).into())
     }
 }
 

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use networkdb::NodeId;
-use proto::pb;
 
 use crate::spec::FieldError;
 use serde_json::json;
 
 use super::Agent;
+use super::views::{KeysInfo, Member, StatusInfo};
 use crate::error::{AgentError, Result};
 
 /// First and longest pause between join attempts.
@@ -53,72 +53,71 @@ impl Agent {
         Ok(out)
     }
 
-    pub async fn status(&self) -> Result<pb::StatusResponse> {
+    pub async fn status(&self) -> Result<StatusInfo> {
         let stats = self.db.stats().await?;
         let view = self.network_view().await?;
-        Ok(pb::StatusResponse {
-            node_id: self.id.to_string(),
+        let rings = self.rings();
+        Ok(StatusInfo {
+            node: self.id,
             node_name: self.cfg.node_name.clone(),
-            advertise_addr: self.db.addr().to_string(),
-            data_path_addr: self.cfg.data_path_addr.to_string(),
+            advertise_addr: self.db.addr(),
+            data_path_addr: self.cfg.data_path_addr,
             members_up: stats.members_up as u32,
             networks: view.accepted().count() as u32,
             local_endpoints: self.local().endpoints.len() as u32,
-            dataplane: self.dataplane.kind().as_str().to_string(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            dataplane: self.dataplane.kind().as_str(),
+            version: env!("CARGO_PKG_VERSION"),
             uptime_secs: self.uptime().as_secs(),
             reconcile_runs: self.metrics.reconcile_runs.get(),
             reconcile_errors: self.metrics.reconcile_errors.get(),
             join_state: self.join_state(),
-            load_balancer: self
-                .lb
-                .as_ref()
-                .map(|l| l.kind().as_str().to_string())
-                .unwrap_or_default(),
+            load_balancer: self.lb.as_ref().map(|l| l.kind().as_str()),
             load_balancer_note: self.lb_note.clone(),
-            esp: self.dataplane.esp().is_ok(),
-            esp_note: self.dataplane.esp().err().unwrap_or_default(),
-            gossip_keys: Some(crate::keys::info(&self.rings().gossip, None)),
-            dataplane_keys: Some(crate::keys::info(&self.rings().dataplane, None)),
+            esp: self.dataplane.esp(),
+            keys: KeysInfo {
+                gossip: crate::keys::info(&rings.gossip, None),
+                dataplane: crate::keys::info(&rings.dataplane, None),
+            },
             encrypted_networks: self.encrypted_networks_here() as u32,
             esp_sas: self.esp_sas.load(std::sync::atomic::Ordering::Relaxed) as u32,
         })
     }
 
-    pub async fn members(&self) -> Result<Vec<pb::Member>> {
+    /// This node first, then every node it knows of, by name.
+    pub async fn members(&self) -> Result<Vec<Member>> {
         // A node that is down is named from its record, which is suspended, not gone.
         let records = self.known_node_records().await?;
         let me = self.db.me().await?;
-        let mut out = vec![pb::Member {
-            node_id: self.id.to_string(),
+        let mut out = vec![Member {
+            node: self.id,
             name: self.cfg.node_name.clone(),
-            gossip_addr: me.addr.to_string(),
-            data_path_addr: self.cfg.data_path_addr.to_string(),
+            gossip_addr: me.addr,
+            data_path: Some(self.cfg.data_path_addr),
             up: true,
-            self_: true,
+            is_self: true,
             generation: me.generation,
             esp: self.dataplane.esp().is_ok(),
         }];
-        let mut others: Vec<pb::Member> = self
+        let mut others: Vec<Member> = self
             .db
             .members()
             .await?
             .into_iter()
             .map(|m| {
                 let rec = records.get(&m.peer.id);
-                pb::Member {
-                    node_id: m.peer.id.to_string(),
+                Member {
+                    node: m.peer.id,
                     name: rec.map(|r| r.name.clone()).unwrap_or_default(),
-                    gossip_addr: m.peer.addr.to_string(),
-                    data_path_addr: rec.map(|r| r.data_path.to_string()).unwrap_or_default(),
+                    gossip_addr: m.peer.addr,
+                    data_path: rec.map(|r| r.data_path),
                     up: m.up,
-                    self_: false,
+                    is_self: false,
                     generation: m.peer.generation,
                     esp: rec.is_some_and(|r| r.esp),
                 }
             })
             .collect();
-        others.sort_by(|a, b| (&a.name, &a.node_id).cmp(&(&b.name, &b.node_id)));
+        others.sort_by(|a, b| (&a.name, a.node).cmp(&(&b.name, b.node)));
         out.extend(others);
         Ok(out)
     }

@@ -7,10 +7,10 @@ use std::time::Duration;
 use crate::spec::format_mac;
 use ipnetwork::Ipv4Network;
 use networkdb::NodeId;
-use proto::pb;
 
 use crate::spec::{AttachSpec, FieldError};
 
+use super::views::{EndpointInfo, LocalPart};
 use super::{Agent, now_ms};
 use crate::error::{AgentError, Result};
 use crate::ipam::{self, Alloc, Claim, Input, Layout, RequestError};
@@ -287,7 +287,7 @@ impl Agent {
     }
 
     /// Attach.
-    pub async fn attach(&self, spec: AttachSpec) -> Result<pb::Endpoint> {
+    pub async fn attach(&self, spec: AttachSpec) -> Result<EndpointInfo> {
         self.dataplane
             .can_attach()
             .map_err(AgentError::FailedPrecondition)?;
@@ -363,7 +363,7 @@ impl Agent {
         spec: &AttachSpec,
         just_joined: bool,
         service: Option<&ServiceDef>,
-    ) -> Result<pb::Endpoint> {
+    ) -> Result<EndpointInfo> {
         if just_joined && spec.ip.is_some() {
             // The network's tables arrive by anti-entropy right after the join: give them the
             // settle period before checking a requested address against them. (An allocated
@@ -435,10 +435,10 @@ impl Agent {
             tracing::warn!(network = %def.name, error = %e, "claiming the next block");
         }
         tracing::info!(endpoint = %ep.name, id = %ep.id, network = %def.name, %ip, "attached");
-        let mut pb = self.endpoint_pb(&ep, def);
-        self.fill_service_names(std::slice::from_mut(&mut pb))
+        let mut info = self.endpoint_info(&ep, def);
+        self.fill_service_names(std::slice::from_mut(&mut info))
             .await?;
-        Ok(pb)
+        Ok(info)
     }
 
     /// Reconcile now and fail if an operation for `ep` (or its sandbox) failed.
@@ -538,28 +538,25 @@ impl Agent {
         Ok(())
     }
 
-    pub(super) fn endpoint_pb(&self, ep: &LocalEndpoint, def: &NetworkDef) -> pb::Endpoint {
-        pb::Endpoint {
+    pub(super) fn endpoint_info(&self, ep: &LocalEndpoint, def: &NetworkDef) -> EndpointInfo {
+        EndpointInfo {
             id: ep.id.clone(),
             name: ep.name.clone(),
             network_id: def.id.clone(),
             network_name: def.name.clone(),
-            node_id: self.id.to_string(),
+            node: self.id,
             aliases: ep.aliases.clone(),
-            ip: format!("{}/{}", ep.ip, ep.prefix),
-            mac: format_mac(&ep.mac),
-            ifname: ep.ifname.clone(),
-            netns: ep.netns.display().to_string(),
-            mtu: ep.mtu,
+            ip: ep.ip,
+            prefix: ep.prefix,
+            mac: ep.mac,
             disabled: ep.disabled,
-            local: true,
-            service_id: ep.service.clone().unwrap_or_default(),
-            service_name: String::new(),
-            dns_server: if self.dns.is_some() {
-                crate::dns::RESOLVER_IP.to_string()
-            } else {
-                String::new()
-            },
+            local: Some(LocalPart {
+                ifname: ep.ifname.clone(),
+                netns: ep.netns.clone(),
+                mtu: ep.mtu,
+            }),
+            service: ep.service.clone().map(|id| (id, String::new())),
+            dns_server: self.dns.is_some().then_some(crate::dns::RESOLVER_IP),
         }
     }
 
@@ -583,7 +580,7 @@ impl Agent {
 
     /// ListEndpoints: local endpoints, and the other nodes' endpoints of networks this node
     /// is on (it does not receive the tables of other networks).
-    pub async fn list_endpoints(&self, network: &str) -> Result<Vec<pb::Endpoint>> {
+    pub async fn list_endpoints(&self, network: &str) -> Result<Vec<EndpointInfo>> {
         let local = self.local();
         let view = self.network_view().await?;
         let filter = if network.is_empty() {
@@ -612,7 +609,7 @@ impl Agent {
                 continue;
             }
             if let Some(def) = net_def(&ep.network) {
-                out.push(self.endpoint_pb(ep, &def));
+                out.push(self.endpoint_info(ep, &def));
             }
         }
         for net in local.networks.keys() {
@@ -624,23 +621,20 @@ impl Agent {
                 if r.node == self.id {
                     continue;
                 }
-                out.push(pb::Endpoint {
+                out.push(EndpointInfo {
                     id,
                     name: r.name,
                     network_id: def.id.clone(),
                     network_name: def.name.clone(),
-                    node_id: r.node.to_string(),
+                    node: r.node,
                     aliases: r.aliases,
-                    ip: format!("{}/{}", r.ip, r.prefix),
-                    mac: format_mac(&r.mac),
-                    ifname: String::new(),
-                    netns: String::new(),
-                    mtu: 0,
+                    ip: r.ip,
+                    prefix: r.prefix,
+                    mac: r.mac,
                     disabled: r.disabled,
-                    local: false,
-                    service_id: r.service.unwrap_or_default(),
-                    service_name: String::new(),
-                    dns_server: String::new(),
+                    local: None,
+                    service: r.service.map(|id| (id, String::new())),
+                    dns_server: None,
                 });
             }
         }

@@ -2,11 +2,11 @@
 //! networkdb step by step, keep the dataplane ring for the ESP reconcile, save both.
 
 use crate::spec::KeysRequest;
-use proto::pb;
 
 use crate::spec::FieldError;
 
 use super::Agent;
+use super::views::KeysInfo;
 use crate::error::{AgentError, Result};
 use crate::keys::{self, GossipStep, KeysFile, Rings};
 
@@ -30,7 +30,7 @@ impl Agent {
     }
 
     /// Cluster.SetKeys.
-    pub async fn set_keys(&self, req: KeysRequest) -> Result<pb::SetKeysResponse> {
+    pub async fn set_keys(&self, req: KeysRequest) -> Result<KeysInfo> {
         let _guard = self.keys_lock.lock().await;
         if let Some(ring) = &req.dataplane {
             // The ESP layer's own checks (beyond the shape checked by the proto layer).
@@ -71,9 +71,9 @@ impl Agent {
             "key rings set"
         );
         self.dirty.notify_one();
-        Ok(pb::SetKeysResponse {
-            gossip: Some(keys::info(&next.gossip, Some(&before.gossip))),
-            dataplane: Some(keys::info(&next.dataplane, Some(&before.dataplane))),
+        Ok(KeysInfo {
+            gossip: keys::info(&next.gossip, Some(&before.gossip)),
+            dataplane: keys::info(&next.dataplane, Some(&before.dataplane)),
         })
     }
 }

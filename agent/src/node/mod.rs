@@ -18,6 +18,7 @@ mod networks;
 mod services;
 #[cfg(test)]
 mod tests;
+pub mod views;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

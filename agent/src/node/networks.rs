@@ -3,12 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::spec::{FieldError, NetworkRequest};
 use ipnetwork::Ipv4Network;
 use networkdb::{CLUSTER, NodeId};
-use proto::pb;
 
-use crate::spec::{FieldError, NetworkRequest};
-
+use super::views::NetworkInfo;
 use super::{Agent, now_ms};
 use crate::conflict::{self, Verdict};
 use crate::error::{AgentError, Result};
@@ -207,42 +206,30 @@ impl Agent {
         Ok(())
     }
 
-    /// The wire form of a definition, with endpoint counts.
-    pub async fn network_pb(&self, def: &NetworkDef) -> Result<pb::Network> {
+    /// A definition with the nodes that use it.
+    pub async fn network_info(&self, def: &NetworkDef) -> Result<NetworkInfo> {
         let counts = self.endpoint_counts(&def.id).await?;
         let names = self.node_names().await?;
-        Ok(pb::Network {
-            id: def.id.clone(),
-            name: def.name.clone(),
-            vni: def.vni,
-            subnet: def.subnet().to_string(),
-            gateway: def.gateway.to_string(),
-            mtu: def.mtu,
-            encrypted: def.encrypted,
-            creator_node: def.creator.to_string(),
-            created: def.created,
-            revision: def.revision,
-            note: def.note.clone(),
+        let mut nodes: Vec<String> = counts
+            .keys()
+            .map(|n| names.get(n).cloned().unwrap_or_else(|| n.to_string()))
+            .collect();
+        nodes.sort();
+        Ok(NetworkInfo {
+            def: def.clone(),
             endpoints: counts.values().sum(),
-            nodes: {
-                let mut v: Vec<String> = counts
-                    .keys()
-                    .map(|n| names.get(n).cloned().unwrap_or_else(|| n.to_string()))
-                    .collect();
-                v.sort();
-                v
-            },
+            nodes,
         })
     }
 
     /// ListNetworks: accepted definitions, by name.
-    pub async fn list_networks(&self) -> Result<Vec<pb::Network>> {
+    pub async fn list_networks(&self) -> Result<Vec<NetworkInfo>> {
         let view = self.network_view().await?;
         let mut defs: Vec<&NetworkDef> = view.accepted().collect();
         defs.sort_by(|a, b| a.name.cmp(&b.name));
         let mut out = Vec::new();
         for d in defs {
-            out.push(self.network_pb(d).await?);
+            out.push(self.network_info(d).await?);
         }
         Ok(out)
     }

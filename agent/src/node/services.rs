@@ -11,10 +11,10 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use networkdb::CLUSTER;
-use proto::pb;
 
 use crate::spec::{FieldError, ServiceModeArg, ServiceRequest};
 
+use super::views::{BackendInfo, EndpointInfo, ServiceInfo, VipInfo};
 use super::{Agent, now_ms};
 use crate::error::{AgentError, Result};
 use crate::records::{
@@ -33,22 +33,6 @@ fn random_id() -> String {
         rand::random::<u64>(),
         rand::random::<u64>()
     )
-}
-
-/// `vip` or `dnsrr`.
-pub fn mode_str(m: ServiceMode) -> &'static str {
-    match m {
-        ServiceMode::Vip => "vip",
-        ServiceMode::Dnsrr => "dnsrr",
-    }
-}
-
-fn port_pb(p: &ServicePort) -> pb::ServicePort {
-    pb::ServicePort {
-        protocol: p.protocol.as_str().to_string(),
-        port: p.port.into(),
-        target_port: p.target.into(),
-    }
 }
 
 /// Services by name conflict: (accepted, losers). Of several services with one name (created
@@ -363,30 +347,26 @@ impl Agent {
         Ok(by_service(self.endpoint_records(net).await?))
     }
 
-    /// The wire form of a service; `backends` only when asked (Inspect).
-    pub async fn service_pb(&self, svc: &ServiceDef, backends: bool) -> Result<pb::Service> {
+    /// A service with its VIPs; its backends only when asked (Inspect), on the networks
+    /// this node holds.
+    pub async fn service_info(&self, svc: &ServiceDef, backends: bool) -> Result<ServiceInfo> {
         let view = self.network_view().await?;
         let net_name = |id: &str| {
             view.find(id)
                 .map_or_else(|| id.to_string(), |d| d.name.clone())
         };
-        let mut out = pb::Service {
-            id: svc.id.clone(),
-            name: svc.name.clone(),
-            mode: mode_str(svc.mode).to_string(),
-            aliases: svc.aliases.clone(),
-            ports: svc.ports.iter().map(port_pb).collect(),
+        let mut out = ServiceInfo {
+            def: svc.clone(),
             vips: svc
                 .vips
                 .iter()
-                .map(|(net, vip)| pb::ServiceVip {
+                .map(|(net, vip)| VipInfo {
                     network_id: net.clone(),
                     network_name: net_name(net),
-                    vip: vip.to_string(),
+                    vip: *vip,
                 })
                 .collect(),
             backends: Vec::new(),
-            creator_node_id: svc.creator.to_string(),
         };
         if backends {
             let names = self.node_names().await?;
@@ -398,14 +378,14 @@ impl Agent {
                     .remove(&svc.id)
                     .unwrap_or_default()
                 {
-                    out.backends.push(pb::Backend {
+                    out.backends.push(BackendInfo {
                         endpoint_id: id,
                         endpoint_name: r.name,
                         network_id: net.clone(),
                         network_name: net_name(net),
-                        node_id: r.node.to_string(),
+                        node: r.node,
                         node_name: names.get(&r.node).cloned().unwrap_or_default(),
-                        ip: r.ip.to_string(),
+                        ip: r.ip,
                         disabled: r.disabled,
                     });
                 }
@@ -422,10 +402,10 @@ impl Agent {
     }
 
     /// ListServices.
-    pub async fn list_services(&self) -> Result<Vec<pb::Service>> {
+    pub async fn list_services(&self) -> Result<Vec<ServiceInfo>> {
         let mut out = Vec::new();
         for s in self.services().await? {
-            out.push(self.service_pb(&s, false).await?);
+            out.push(self.service_info(&s, false).await?);
         }
         Ok(out)
     }
@@ -436,7 +416,7 @@ impl Agent {
         name_or_id: &str,
         network: &str,
         disabled: bool,
-    ) -> Result<pb::Endpoint> {
+    ) -> Result<EndpointInfo> {
         if name_or_id.is_empty() {
             return Err(FieldError::new("endpoint", "required (an endpoint name or id)").into());
         }
@@ -492,15 +472,15 @@ impl Agent {
             .get(&ep.network)
             .cloned()
             .ok_or_else(|| AgentError::Internal(format!("network {} not held", ep.network)))?;
-        let mut pb = self.endpoint_pb(&ep, &def);
-        self.fill_service_names(std::slice::from_mut(&mut pb))
+        let mut info = self.endpoint_info(&ep, &def);
+        self.fill_service_names(std::slice::from_mut(&mut info))
             .await?;
-        Ok(pb)
+        Ok(info)
     }
 
-    /// Fill `service_name` from `service_id`.
-    pub async fn fill_service_names(&self, eps: &mut [pb::Endpoint]) -> Result<()> {
-        if eps.iter().all(|e| e.service_id.is_empty()) {
+    /// Fill in the names of the services endpoints back.
+    pub async fn fill_service_names(&self, eps: &mut [EndpointInfo]) -> Result<()> {
+        if eps.iter().all(|e| e.service.is_none()) {
             return Ok(());
         }
         let names: BTreeMap<String, String> = self
@@ -509,9 +489,9 @@ impl Agent {
             .into_iter()
             .map(|s| (s.id, s.name))
             .collect();
-        for e in eps {
-            if let Some(n) = names.get(&e.service_id) {
-                e.service_name = n.clone();
+        for (id, name) in eps.iter_mut().filter_map(|e| e.service.as_mut()) {
+            if let Some(n) = names.get(id.as_str()) {
+                *name = n.clone();
             }
         }
         Ok(())

@@ -3,6 +3,7 @@
 //! to outgoing messages.
 
 mod incoming;
+mod outgoing;
 
 #[cfg(test)]
 mod tests;
