@@ -203,7 +203,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), DaemonError> {
         }
     }
     let _ = rec.await;
-    if let Some(dns) = &agent.dns {
+    if let Some(dns) = &agent.reconciler.dns {
         for (ns, e) in dns.shutdown().await {
             tracing::debug!(netns = %ns.display(), error = %e, "stopping the DNS resolver");
         }

@@ -38,5 +38,6 @@ pub mod reconciler;
 pub mod records;
 pub mod spec;
 pub mod state;
+pub mod tables;
 pub mod testbed;
 pub mod whoami;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use networkdb::NodeId;
 
 use crate::spec::FieldError;
+use crate::tables;
 use serde_json::json;
 
 use super::Agent;
@@ -43,8 +44,7 @@ impl Agent {
 
     /// Node names by id (from the `nodes` table), this node included.
     pub async fn node_names(&self) -> Result<BTreeMap<NodeId, String>> {
-        let mut out: BTreeMap<NodeId, String> = self
-            .known_node_records()
+        let mut out: BTreeMap<NodeId, String> = tables::known_node_records(&self.db)
             .await?
             .into_iter()
             .map(|(id, r)| (id, r.name))
@@ -55,7 +55,7 @@ impl Agent {
 
     pub async fn status(&self) -> Result<StatusInfo> {
         let stats = self.db.stats().await?;
-        let view = self.network_view().await?;
+        let view = tables::network_view(&self.db).await?;
         let rings = self.rings();
         Ok(StatusInfo {
             node: self.id,
@@ -65,28 +65,31 @@ impl Agent {
             members_up: stats.members_up as u32,
             networks: view.accepted().count() as u32,
             local_endpoints: self.local().endpoints.len() as u32,
-            dataplane: self.dataplane.kind().as_str(),
+            dataplane: self.reconciler.dataplane.kind().as_str(),
             version: env!("CARGO_PKG_VERSION"),
             uptime_secs: self.uptime().as_secs(),
             reconcile_runs: self.metrics.reconcile_runs.get(),
             reconcile_errors: self.metrics.reconcile_errors.get(),
             join_state: self.join_state(),
-            load_balancer: self.lb.as_ref().map(|l| l.kind().as_str()),
-            load_balancer_note: self.lb_note.clone(),
-            esp: self.dataplane.esp(),
+            load_balancer: self.reconciler.lb.as_ref().map(|l| l.kind().as_str()),
+            load_balancer_note: self.reconciler.lb_note.clone(),
+            esp: self.reconciler.dataplane.esp(),
             keys: KeysInfo {
                 gossip: crate::keys::info(&rings.gossip, None),
                 dataplane: crate::keys::info(&rings.dataplane, None),
             },
             encrypted_networks: self.encrypted_networks_here() as u32,
-            esp_sas: self.esp_sas.load(std::sync::atomic::Ordering::Relaxed) as u32,
+            esp_sas: self
+                .reconciler
+                .esp_sas
+                .load(std::sync::atomic::Ordering::Relaxed) as u32,
         })
     }
 
     /// This node first, then every node it knows of, by name.
     pub async fn members(&self) -> Result<Vec<Member>> {
         // A node that is down is named from its record, which is suspended, not gone.
-        let records = self.known_node_records().await?;
+        let records = tables::known_node_records(&self.db).await?;
         let me = self.db.me().await?;
         let mut out = vec![Member {
             node: self.id,
@@ -96,7 +99,7 @@ impl Agent {
             up: true,
             is_self: true,
             generation: me.generation,
-            esp: self.dataplane.esp().is_ok(),
+            esp: self.reconciler.dataplane.esp().is_ok(),
         }];
         let mut others: Vec<Member> = self
             .db
@@ -143,9 +146,9 @@ impl Agent {
                     json!({ "owner": e.owner.to_string(), "value": value }),
                 );
         }
-        let view = self.network_view().await?;
-        let desired = self.desired().await?;
-        let actual = match self.dataplane.read_actual(&desired).await {
+        let view = tables::network_view(&self.db).await?;
+        let desired = self.reconciler.desired_overlay(self).await?;
+        let actual = match self.reconciler.dataplane.read_actual(&desired).await {
             Ok(a) => serde_json::to_value(a).expect("actual state serializes"),
             Err(e) => json!({ "error": e.to_string() }),
         };

@@ -1,46 +1,14 @@
-//! Endpoints: attach (IPAM, kernel, tables), detach, list; block claims.
+//! Endpoints: attach (address, kernel, tables), detach, list.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::time::Duration;
 
-use crate::spec::format_mac;
-use ipnetwork::Ipv4Network;
-use networkdb::NodeId;
-
-use crate::spec::{AttachSpec, FieldError};
-
+use super::Agent;
 use super::views::{EndpointInfo, LocalPart};
-use super::{Agent, now_ms};
 use crate::error::{AgentError, Result};
-use crate::ipam::{self, Alloc, Claim, Input, Layout, RequestError};
-use crate::records::{
-    self, BlockClaim, ENDPOINTS, EndpointRecord, IPAM, NetworkDef, PEERS, PeerRecord, ServiceDef,
-};
+use crate::records::{self, ENDPOINTS, EndpointRecord, NetworkDef, PEERS, PeerRecord, ServiceDef};
+use crate::spec::{AttachSpec, FieldError, format_mac};
 use crate::state::LocalEndpoint;
-
-/// Attempts of the allocation loop (each waits at most a settle period).
-const ALLOC_ATTEMPTS: usize = 8;
-/// Free addresses below which the next block is claimed ahead of need.
-pub const LOW_WATER: u64 = 4;
-
-/// What the tables say about one network's addresses.
-#[derive(Debug, Default)]
-struct Usage {
-    claims: Vec<Claim>,
-    /// Address -> endpoint name holding it.
-    holders: BTreeMap<Ipv4Addr, String>,
-    macs: BTreeMap<[u8; 6], String>,
-    names: BTreeMap<String, (String, NodeId)>,
-}
-
-fn random_id() -> String {
-    format!(
-        "{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    )
-}
+use crate::tables;
 
 /// Default MAC of an endpoint: `02:42` followed by its IPv4 address.
 pub fn default_mac(ip: Ipv4Addr) -> [u8; 6] {
@@ -49,216 +17,6 @@ pub fn default_mac(ip: Ipv4Addr) -> [u8; 6] {
 }
 
 impl Agent {
-    /// The decoded `endpoints` table of `net`: (endpoint id, record); undecodable entries
-    /// are skipped.
-    pub async fn endpoint_records(&self, net: &str) -> Result<Vec<(String, EndpointRecord)>> {
-        Ok(self
-            .db
-            .snapshot(Some(net), Some(ENDPOINTS))
-            .await?
-            .into_iter()
-            .filter_map(|e| {
-                let r = records::decode::<EndpointRecord>(ENDPOINTS, &e.key, e.new.as_deref()?)?;
-                Some((e.key, r))
-            })
-            .collect())
-    }
-
-    async fn usage(&self, net_id: &str) -> Result<Usage> {
-        let mut u = Usage::default();
-        for e in self.db.snapshot(Some(net_id), Some(IPAM)).await? {
-            let (Some((block, node)), Some(v)) = (ipam::parse_claim_key(&e.key), e.new.as_deref())
-            else {
-                continue;
-            };
-            if let Some(c) = records::decode::<BlockClaim>(IPAM, &e.key, v) {
-                u.claims.push(Claim {
-                    block,
-                    node,
-                    at_ms: c.claimed_at_ms,
-                });
-            }
-        }
-        for (id, r) in self.endpoint_records(net_id).await? {
-            u.holders.insert(r.ip, r.name.clone());
-            u.macs.insert(r.mac, r.name.clone());
-            u.names.insert(r.name.clone(), (id, r.node));
-        }
-        for e in self.db.snapshot(Some(net_id), Some(PEERS)).await? {
-            if let Some(r) = e
-                .new
-                .as_deref()
-                .and_then(|v| records::decode::<PeerRecord>(PEERS, &e.key, v))
-            {
-                u.holders.entry(r.ip).or_insert_with(|| e.key.clone());
-                u.macs.entry(r.mac).or_insert_with(|| e.key.clone());
-            }
-        }
-        let local = self.local();
-        for ep in local.endpoints.values().filter(|e| e.network == net_id) {
-            u.holders.insert(ep.ip, ep.name.clone());
-            u.macs.insert(ep.mac, ep.name.clone());
-            u.names.insert(ep.name.clone(), (ep.id.clone(), self.id));
-        }
-        // VIPs: every service's, including one that lost a name conflict and is not
-        // withdrawn yet, whoever created it (the services table is durable, so a VIP stays
-        // reserved while its service lives, even after its creator's blocks were reaped),
-        // and this node's own for sure.
-        for s in self
-            .all_services()
-            .await?
-            .iter()
-            .chain(local.services.values())
-        {
-            if let Some(vip) = s.vips.get(net_id) {
-                u.holders
-                    .insert(*vip, format!("the VIP of service {}", s.name));
-            }
-        }
-        Ok(u)
-    }
-
-    fn layout(&self, def: &NetworkDef) -> Layout {
-        Layout::new(def.subnet(), def.gateway, self.cfg.block_prefix)
-    }
-
-    /// Write this node's claim on `block` (and remember it in local state).
-    pub(super) async fn put_claim(
-        &self,
-        net_id: &str,
-        block: Ipv4Network,
-        at_ms: u64,
-    ) -> Result<()> {
-        let claim = BlockClaim {
-            node: self.id,
-            claimed_at_ms: at_ms,
-        };
-        self.update_local(|s| {
-            s.claims
-                .entry(net_id.to_string())
-                .or_default()
-                .insert(block.to_string(), at_ms);
-        })
-        .await?;
-        self.db
-            .put(
-                net_id,
-                IPAM,
-                &ipam::claim_key(block, self.id),
-                records::encode(&claim),
-            )
-            .await?;
-        Ok(())
-    }
-
-    async fn release_claim(&self, net_id: &str, block: Ipv4Network) -> Result<()> {
-        self.update_local(|s| {
-            if let Some(c) = s.claims.get_mut(net_id) {
-                c.remove(&block.to_string());
-            }
-        })
-        .await?;
-        self.db
-            .delete(net_id, IPAM, &ipam::claim_key(block, self.id))
-            .await?;
-        Ok(())
-    }
-
-    fn ipam_input<'a>(
-        &self,
-        layout: Layout,
-        claims: &'a [Claim],
-        used: &'a BTreeSet<Ipv4Addr>,
-    ) -> Input<'a> {
-        Input {
-            layout,
-            me: self.id,
-            claims,
-            used,
-            now_ms: now_ms(),
-            settle_ms: self.cfg.settle.as_millis() as u64,
-            low_water: LOW_WATER,
-        }
-    }
-
-    /// An address for a new endpoint or VIP on `def`: the requested one (checked), or one
-    /// from this node's blocks (claiming and waiting for a block when needed).
-    pub(super) async fn allocate_ip(
-        &self,
-        def: &NetworkDef,
-        requested: Option<Ipv4Addr>,
-    ) -> Result<Ipv4Addr> {
-        let layout = self.layout(def);
-        if let Some(ip) = requested {
-            let u = self.usage(&def.id).await?;
-            return match ipam::check_requested(&layout, ip, &u.holders) {
-                Ok(()) => Ok(ip),
-                Err(e @ RequestError::InUse { .. }) => Err(AgentError::AlreadyExists(format!(
-                    "ip: {e} on network {}",
-                    def.name
-                ))),
-                Err(e) => Err(FieldError::new("ip", e.to_string()).into()),
-            };
-        }
-        for _ in 0..ALLOC_ATTEMPTS {
-            let u = self.usage(&def.id).await?;
-            let used: BTreeSet<Ipv4Addr> = u.holders.keys().copied().collect();
-            let decision = self.ipam_input(layout, &u.claims, &used).allocate();
-            match decision {
-                Alloc::Ip(ip) => return Ok(ip),
-                Alloc::Wait { ms } => {
-                    tokio::time::sleep(Duration::from_millis(ms + 20)).await;
-                }
-                Alloc::Claim { block, wait_ms } => {
-                    tracing::info!(network = %def.name, %block, "claiming an address block");
-                    self.put_claim(&def.id, block, now_ms()).await?;
-                    tokio::time::sleep(Duration::from_millis(wait_ms + 20)).await;
-                }
-                Alloc::Exhausted => {
-                    return Err(AgentError::ResourceExhausted(format!(
-                        "network {} ({}) has no free address for this node: all {} address blocks are claimed or full",
-                        def.name,
-                        def.subnet(),
-                        layout.block_count()
-                    )));
-                }
-            }
-        }
-        Err(AgentError::Unavailable(format!(
-            "network {}: no address block settled after {ALLOC_ATTEMPTS} attempts (concurrent claims); retry",
-            def.name
-        )))
-    }
-
-    /// Claim the next block ahead of need, and withdraw lost claims nobody here uses.
-    /// Called after every attach and by the reconciler.
-    pub async fn maintain_ipam(&self, net_id: &str) -> Result<()> {
-        let local = self.local();
-        let Some(def) = local.held_network(net_id) else {
-            return Ok(());
-        };
-        let layout = self.layout(def);
-        let u = self.usage(net_id).await?;
-        let used: BTreeSet<Ipv4Addr> = u.holders.keys().copied().collect();
-        let input = self.ipam_input(layout, &u.claims, &used);
-        let local_ips: BTreeSet<Ipv4Addr> = local
-            .endpoints
-            .values()
-            .filter(|e| e.network == net_id)
-            .map(|e| e.ip)
-            .chain(local.vips_on(net_id))
-            .collect();
-        for block in input.releasable(&local_ips) {
-            tracing::info!(network = %def.name, %block, "withdrawing a block claim that lost");
-            self.release_claim(net_id, block).await?;
-        }
-        if let Some(block) = input.prefetch() {
-            tracing::info!(network = %def.name, %block, "claiming the next address block ahead of need");
-            self.put_claim(net_id, block, now_ms()).await?;
-        }
-        Ok(())
-    }
-
     /// Announce a local endpoint in its network's `peers` and `endpoints` tables.
     pub(super) async fn publish_endpoint(&self, ep: &LocalEndpoint) -> Result<()> {
         let peer = PeerRecord {
@@ -288,11 +46,12 @@ impl Agent {
 
     /// Attach.
     pub async fn attach(&self, spec: AttachSpec) -> Result<EndpointInfo> {
-        self.dataplane
+        self.reconciler
+            .dataplane
             .can_attach()
             .map_err(AgentError::FailedPrecondition)?;
         let _guard = self.attach_lock.lock().await;
-        let view = self.network_view().await?;
+        let view = tables::network_view(&self.db).await?;
         let def = view
             .find(&spec.network)
             .cloned()
@@ -389,7 +148,7 @@ impl Agent {
             )));
         }
         let ep = LocalEndpoint {
-            id: random_id(),
+            id: super::random_id(),
             name: spec.name.clone(),
             network: def.id.clone(),
             aliases: spec.aliases.clone(),
@@ -404,7 +163,7 @@ impl Agent {
             resolv_conf: spec.resolv_conf.clone(),
         };
         if let Some(path) = &ep.resolv_conf {
-            if self.dns.is_none() {
+            if self.reconciler.dns.is_none() {
                 return Err(FieldError::new(
                     "resolv_conf",
                     "this agent serves no DNS (it runs without a dataplane)",
@@ -424,7 +183,7 @@ impl Agent {
                 s.endpoints.remove(&ep.id);
             })
             .await?;
-            if let Err(e2) = self.reconcile_now().await {
+            if let Err(e2) = self.reconciler.pass(self).await {
                 tracing::warn!(error = %e2, "cleanup after a failed attach");
             }
             return Err(e);
@@ -449,7 +208,7 @@ impl Agent {
             .get(&ep.network)
             .map(|d| d.vni)
             .unwrap_or_default();
-        let report = self.reconcile_now().await?;
+        let report = self.reconciler.pass(self).await?;
         let failure = report.failed.iter().find(|f| match &f.op {
             overlay::Op::AttachEndpoint { endpoint, .. } => endpoint.id == ep.id,
             overlay::Op::CreateSandbox { vni: v }
@@ -496,7 +255,7 @@ impl Agent {
             [] => {
                 // Is it another node's?
                 for net in local.networks.keys() {
-                    for (id, r) in self.endpoint_records(net).await? {
+                    for (id, r) in tables::endpoint_records(&self.db, net).await? {
                         if id == name_or_id || r.name == name_or_id {
                             return Err(AgentError::FailedPrecondition(format!(
                                 "endpoint {name_or_id} is on node {}: detach it through that node's agent",
@@ -531,7 +290,7 @@ impl Agent {
             self.release_network(&ep.network).await?;
         }
         self.publish_node().await?;
-        if let Err(e) = self.reconcile_now().await {
+        if let Err(e) = self.reconciler.pass(self).await {
             tracing::warn!(endpoint = %ep.name, error = %e, "reconcile after detach (retried periodically)");
         }
         tracing::info!(endpoint = %ep.name, id = %ep.id, "detached");
@@ -556,7 +315,11 @@ impl Agent {
                 mtu: ep.mtu,
             }),
             service: ep.service.clone().map(|id| (id, String::new())),
-            dns_server: self.dns.is_some().then_some(crate::dns::RESOLVER_IP),
+            dns_server: self
+                .reconciler
+                .dns
+                .is_some()
+                .then_some(crate::dns::RESOLVER_IP),
         }
     }
 
@@ -582,7 +345,7 @@ impl Agent {
     /// is on (it does not receive the tables of other networks).
     pub async fn list_endpoints(&self, network: &str) -> Result<Vec<EndpointInfo>> {
         let local = self.local();
-        let view = self.network_view().await?;
+        let view = tables::network_view(&self.db).await?;
         let filter = if network.is_empty() {
             None
         } else {
@@ -617,7 +380,7 @@ impl Agent {
                 continue;
             }
             let Some(def) = net_def(net) else { continue };
-            for (id, r) in self.endpoint_records(net).await? {
+            for (id, r) in tables::endpoint_records(&self.db, net).await? {
                 if r.node == self.id {
                     continue;
                 }

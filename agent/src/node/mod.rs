@@ -7,20 +7,19 @@
 //! that a failed attach is reported to the caller (and rolled back) instead of retried
 //! silently.
 
-mod balancing;
 mod cluster;
-mod desired;
-mod dns;
 mod endpoints;
 mod esp;
+mod ipam;
 mod keys;
 mod networks;
+mod recover;
+mod resolv_conf;
 mod services;
 #[cfg(test)]
 mod tests;
 pub mod views;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,13 +30,13 @@ use tokio::sync::Notify;
 use crate::config::AgentConfig;
 use crate::dataplane::Dataplane;
 use crate::error::{AgentError, Result};
-use crate::lb::{LbSpec, LoadBalancer};
+use crate::lb::LoadBalancer;
 use crate::metrics::Metrics;
+use crate::reconciler::Reconciler;
 use crate::records::{self, NODES, NetworkDef, NodeRecord};
 use crate::state::{LocalState, StateDir};
 
 pub use cluster::{join_loop, resolve_seeds, start_join};
-pub use desired::ADOPTED_PREFIX;
 
 /// VXLAN over IPv4 overhead subtracted from the underlay MTU.
 pub const VXLAN_OVERHEAD: u32 = 50;
@@ -48,7 +47,6 @@ pub struct Agent {
     pub cfg: AgentConfig,
     pub id: NodeId,
     pub db: Handle,
-    pub dataplane: Arc<dyn Dataplane>,
     pub metrics: Arc<Metrics>,
     /// Woken on every change that may alter the desired dataplane.
     pub dirty: Notify,
@@ -62,40 +60,32 @@ pub struct Agent {
     attach_lock: tokio::sync::Mutex<()>,
     /// Serialises network creation on this node.
     create_lock: tokio::sync::Mutex<()>,
-    /// Makes reconcile passes single-flight (see [`Agent::reconcile_now`]).
-    reconcile_lock: tokio::sync::Mutex<()>,
     /// Hybrid logical clock of network creation stamps (ms).
     hlc: Mutex<u64>,
     started: Instant,
-    /// Until then, the reconciler keeps remote peers it finds in the kernel (see
-    /// `desired`): after a restart, gossip has not delivered them yet.
-    pub adopt_until: Instant,
     join_state: Mutex<String>,
     /// The running join loop (see [`Agent::run_join_loop`]).
     join_task: Mutex<Option<tokio::task::AbortHandle>>,
     join_loops: std::sync::atomic::AtomicUsize,
     /// Host routes read at start (refreshed on every network creation).
     host_routes: Mutex<Vec<ipnetwork::Ipv4Network>>,
-    /// The service load balancer (None without a dataplane).
-    pub lb: Option<Arc<dyn LoadBalancer>>,
-    /// Why this balancer (shown in status).
-    pub lb_note: String,
-    /// The embedded DNS resolver (None without a dataplane).
-    pub dns: Option<Arc<crate::dns::Resolver>>,
-    /// When the containers' DNS redirects were last checked.
-    dns_repaired: Mutex<Option<Instant>>,
+    /// The kernel-facing half: dataplane, balancer, resolver, and the passes over them.
+    pub reconciler: Reconciler,
     /// The key rings from SetKeys (see [`crate::keys`]).
     rings: Mutex<crate::keys::Rings>,
     /// The keys networkdb's gossip keyring holds now (the flags' or the ring's).
     gossip_in_use: Mutex<Vec<Vec<u8>>>,
     /// Serialises SetKeys.
     keys_lock: tokio::sync::Mutex<()>,
-    /// The last ESP state applied, and when (see [`esp`]).
-    esp_done: tokio::sync::Mutex<Option<(overlay::esp::EspDesired, Instant)>>,
-    /// SAs in the kernel after the last ESP reconcile.
-    pub esp_sas: std::sync::atomic::AtomicUsize,
-    /// Last spec programmed per container namespace, and when (see [`balancing`]).
-    lb_done: tokio::sync::Mutex<BTreeMap<std::path::PathBuf, (LbSpec, Instant)>>,
+}
+
+/// A new id for a network, service or endpoint: 128 random bits, as 32 hex digits.
+pub fn random_id() -> String {
+    format!(
+        "{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
 }
 
 /// Wall-clock milliseconds since the UNIX epoch.
@@ -121,18 +111,14 @@ impl Agent {
     ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::default());
         // Containers exist (and get a resolver) only with the kernel dataplane.
-        let dns = (dataplane.kind() == crate::config::DataplaneKind::Kernel)
-            .then(|| crate::dns::Resolver::new(cfg.dns.clone(), metrics.dns.clone()));
-        let (lb, lb_note) = match lb {
-            Some((lb, note)) => (Some(lb), note),
-            None => (None, "no dataplane: no load balancing".to_string()),
-        };
-        let kind = lb.as_ref().map_or("none", |l| l.kind().as_str());
+        let kernel = dataplane.kind() == crate::config::DataplaneKind::Kernel;
+        let dns = kernel.then(|| crate::dns::Resolver::new(cfg.dns.clone(), metrics.dns.clone()));
+        let kind = lb.as_ref().map_or("none", |(l, _)| l.kind().as_str());
         metrics
             .esp_supported
             .set(i64::from(dataplane.esp().is_ok()));
         if let Err(why) = dataplane.esp()
-            && dataplane.kind() == crate::config::DataplaneKind::Kernel
+            && kernel
         {
             tracing::warn!(reason = %why, "encrypted networks cannot be attached on this node");
         }
@@ -151,7 +137,6 @@ impl Agent {
             cfg,
             id,
             db,
-            dataplane,
             metrics,
             dirty: Notify::new(),
             underlay_mtu,
@@ -160,19 +145,13 @@ impl Agent {
             local_writer: tokio::sync::Mutex::new(()),
             attach_lock: tokio::sync::Mutex::new(()),
             create_lock: tokio::sync::Mutex::new(()),
-            reconcile_lock: tokio::sync::Mutex::new(()),
             hlc: Mutex::new(0),
             started: Instant::now(),
-            adopt_until: Instant::now() + adopt,
             join_state: Mutex::new(String::new()),
             join_task: Mutex::new(None),
             join_loops: std::sync::atomic::AtomicUsize::new(0),
             host_routes: Mutex::new(Vec::new()),
-            lb,
-            lb_note,
-            lb_done: tokio::sync::Mutex::new(BTreeMap::new()),
-            dns,
-            dns_repaired: Mutex::new(None),
+            reconciler: Reconciler::new(dataplane, lb, dns, adopt),
             gossip_in_use: Mutex::new(if rings.gossip.is_empty() {
                 cfg_gossip_keys
             } else {
@@ -180,8 +159,6 @@ impl Agent {
             }),
             rings: Mutex::new(rings),
             keys_lock: tokio::sync::Mutex::new(()),
-            esp_done: tokio::sync::Mutex::new(None),
-            esp_sas: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -277,77 +254,14 @@ impl Agent {
             gossip_addr: self.db.addr().to_string(),
             data_path: self.cfg.data_path_addr,
             version: env!("CARGO_PKG_VERSION").to_string(),
-            dataplane: self.dataplane.kind().as_str().to_string(),
+            dataplane: self.reconciler.dataplane.kind().as_str().to_string(),
             endpoints: self.local().endpoint_counts(),
-            esp: self.dataplane.esp().is_ok(),
+            esp: self.reconciler.dataplane.esp().is_ok(),
             esp_layout: u32::from(overlay::esp::LAYOUT_VERSION),
         };
         self.db
             .put(CLUSTER, NODES, &self.id.to_string(), records::encode(&rec))
             .await?;
-        Ok(())
-    }
-
-    /// Node records by node id.
-    pub async fn node_records(&self) -> Result<BTreeMap<NodeId, NodeRecord>> {
-        let mut out = BTreeMap::new();
-        for e in self.db.snapshot(Some(CLUSTER), Some(NODES)).await? {
-            let (Ok(id), Some(v)) = (e.key.parse::<NodeId>(), e.new.as_deref()) else {
-                continue;
-            };
-            if let Some(rec) = records::decode::<NodeRecord>(NODES, &e.key, v) {
-                out.insert(id, rec);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Node records by id including those of nodes that are down (their entries are
-    /// suspended, not gone): for naming nodes, never for what is live.
-    pub async fn known_node_records(&self) -> Result<BTreeMap<NodeId, NodeRecord>> {
-        let mut out = BTreeMap::new();
-        for r in self.db.records(CLUSTER, NODES).await? {
-            let (Ok(id), Some(v)) = (r.key.parse::<NodeId>(), r.value.as_deref()) else {
-                continue;
-            };
-            if let Some(rec) = records::decode::<NodeRecord>(NODES, &r.key, v) {
-                out.insert(id, rec);
-            }
-        }
-        Ok(out)
-    }
-
-    /// After a start: rejoin the networks of local endpoints and re-announce everything this
-    /// node owns (node record, block claims, peers and endpoints records), so that a restart
-    /// after `kill -9` restores the cluster's view; wake the reconciler, which adopts the
-    /// kernel objects left in place.
-    pub async fn recover(&self) -> Result<()> {
-        let local = self.local();
-        self.publish_node().await?;
-        // Network and service definitions need nothing here: networkdb restored them from
-        // the state dir with their original versions, so a delete or change made elsewhere
-        // while this node was down wins when they meet.
-        for (net_id, def) in &local.networks {
-            self.db.join_network(net_id).await?;
-            for (block, at) in local.claims.get(net_id).into_iter().flatten() {
-                if let Ok(block) = block.parse() {
-                    self.put_claim(net_id, block, *at).await?;
-                }
-            }
-            for ep in local.endpoints.values().filter(|e| e.network == *net_id) {
-                self.publish_endpoint(ep).await?;
-            }
-            tracing::info!(network = %def.name, id = %net_id, "re-announced local endpoints");
-        }
-        self.recover_services().await?;
-        if !local.endpoints.is_empty() {
-            tracing::info!(
-                endpoints = local.endpoints.len(),
-                networks = local.networks.len(),
-                "recovered local state"
-            );
-        }
-        self.dirty.notify_one();
         Ok(())
     }
 }

@@ -4,69 +4,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::spec::{FieldError, NetworkRequest};
+use crate::tables;
 use ipnetwork::Ipv4Network;
 use networkdb::{CLUSTER, NodeId};
 
 use super::views::NetworkInfo;
 use super::{Agent, now_ms};
-use crate::conflict::{self, Verdict};
+use crate::conflict;
 use crate::error::{AgentError, Result};
 use crate::pools::{self, overlaps};
 use crate::records::{self, NETWORKS, NetworkDef};
 
-/// Every network definition in the table, with its verdict.
-#[derive(Debug, Default)]
-pub struct NetworkView {
-    pub defs: Vec<NetworkDef>,
-    pub verdicts: BTreeMap<String, Verdict>,
-}
-
-impl NetworkView {
-    /// Accepted definitions, by name.
-    pub fn accepted(&self) -> impl Iterator<Item = &NetworkDef> {
-        self.defs
-            .iter()
-            .filter(|d| self.verdicts.get(&d.id).is_some_and(Verdict::is_accepted))
-    }
-
-    /// An accepted definition by id or name; a losing one only by id.
-    pub fn find(&self, name_or_id: &str) -> Option<&NetworkDef> {
-        self.defs
-            .iter()
-            .find(|d| d.id == name_or_id)
-            .or_else(|| self.accepted().find(|d| d.name == name_or_id))
-    }
-}
-
-fn random_id() -> String {
-    format!(
-        "{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    )
-}
-
 impl Agent {
-    /// The `networks` table, decoded and resolved.
-    pub async fn network_view(&self) -> Result<NetworkView> {
-        let mut defs = Vec::new();
-        for e in self.db.snapshot(Some(CLUSTER), Some(NETWORKS)).await? {
-            if let Some(d) = e
-                .new
-                .as_deref()
-                .and_then(|v| records::decode::<NetworkDef>(NETWORKS, &e.key, v))
-                && d.id == e.key
-            {
-                defs.push(d);
-            }
-        }
-        let verdicts = conflict::resolve(&defs);
-        Ok(NetworkView { defs, verdicts })
-    }
-
     /// Look a network up by name or id, or fail with NotFound.
     pub async fn find_network(&self, name_or_id: &str) -> Result<NetworkDef> {
-        self.network_view()
+        tables::network_view(&self.db)
             .await?
             .find(name_or_id)
             .cloned()
@@ -76,7 +28,7 @@ impl Agent {
     /// CreateNetwork.
     pub async fn create_network(&self, req: NetworkRequest) -> Result<NetworkDef> {
         let _guard = self.create_lock.lock().await;
-        let view = self.network_view().await?;
+        let view = tables::network_view(&self.db).await?;
         if let Some(d) = view.defs.iter().find(|d| d.name == req.name) {
             return Err(AgentError::AlreadyExists(format!(
                 "network {} already exists (id {})",
@@ -133,7 +85,7 @@ impl Agent {
         let gateway = req.gateway.unwrap_or_else(|| pools::first_host(subnet));
         let created = self.next_stamp(view.defs.iter().map(|d| d.created));
         let def = NetworkDef {
-            id: random_id(),
+            id: super::random_id(),
             name: req.name,
             vni,
             subnet_addr: subnet.network(),
@@ -157,7 +109,7 @@ impl Agent {
     /// their `nodes` records).
     pub async fn endpoint_counts(&self, net_id: &str) -> Result<BTreeMap<NodeId, u32>> {
         let mut out = BTreeMap::new();
-        for (node, rec) in self.node_records().await? {
+        for (node, rec) in tables::node_records(&self.db).await? {
             if node == self.id {
                 continue;
             }
@@ -224,7 +176,7 @@ impl Agent {
 
     /// ListNetworks: accepted definitions, by name.
     pub async fn list_networks(&self) -> Result<Vec<NetworkInfo>> {
-        let view = self.network_view().await?;
+        let view = tables::network_view(&self.db).await?;
         let mut defs: Vec<&NetworkDef> = view.accepted().collect();
         defs.sort_by(|a, b| a.name.cmp(&b.name));
         let mut out = Vec::new();
@@ -239,7 +191,7 @@ impl Agent {
     /// this on every change of the `networks` table. Returns how many were repaired.
     pub async fn repair_networks(&self) -> Result<usize> {
         let _guard = self.create_lock.lock().await;
-        let view = self.network_view().await?;
+        let view = tables::network_view(&self.db).await?;
         let routes = self.host_routes.lock().expect("not poisoned").clone();
         let mut repaired = 0;
         for d in &view.defs {
@@ -278,7 +230,7 @@ impl Agent {
             return Ok(def);
         }
         tokio::time::sleep(std::time::Duration::from_millis(settle - age)).await;
-        let view = self.network_view().await?;
+        let view = tables::network_view(&self.db).await?;
         match (
             view.defs.iter().find(|d| d.id == def.id),
             view.verdicts.get(&def.id),

@@ -13,6 +13,7 @@ use std::time::Duration;
 use networkdb::CLUSTER;
 
 use crate::spec::{FieldError, ServiceModeArg, ServiceRequest};
+use crate::tables;
 
 use super::views::{BackendInfo, EndpointInfo, ServiceInfo, VipInfo};
 use super::{Agent, now_ms};
@@ -27,79 +28,13 @@ const RELEASE_GRACE: Duration = Duration::from_secs(10);
 /// How long an attach waits for a service it names to arrive by gossip.
 const SERVICE_ARRIVAL: Duration = Duration::from_secs(3);
 
-fn random_id() -> String {
-    format!(
-        "{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    )
-}
-
-/// Services by name conflict: (accepted, losers). Of several services with one name (created
-/// through different agents at the same moment), the one with the lowest (created, creator,
-/// id) is accepted everywhere alike.
-pub fn split_by_name(mut all: Vec<ServiceDef>) -> (Vec<ServiceDef>, Vec<ServiceDef>) {
-    all.sort_by(|a, b| {
-        (&a.name, a.created, a.creator, &a.id).cmp(&(&b.name, b.created, b.creator, &b.id))
-    });
-    let (mut accepted, mut losers) = (Vec::new(), Vec::new());
-    for s in all {
-        if accepted
-            .last()
-            .is_some_and(|w: &ServiceDef| w.name == s.name)
-        {
-            losers.push(s);
-        } else {
-            accepted.push(s);
-        }
-    }
-    (accepted, losers)
-}
-
-/// Endpoint records that back a service, by service id.
-pub fn by_service(
-    records: impl IntoIterator<Item = (String, EndpointRecord)>,
-) -> BTreeMap<String, Vec<(String, EndpointRecord)>> {
-    let mut out: BTreeMap<String, Vec<(String, EndpointRecord)>> = BTreeMap::new();
-    for (id, r) in records {
-        if let Some(s) = r.service.clone() {
-            out.entry(s).or_default().push((id, r));
-        }
-    }
-    out
-}
-
 impl Agent {
-    /// The services in the `services` table (as far as gossip has told this node), by name:
-    /// of two created with the same name on different agents at once, only the older (see
-    /// `split_by_name`); the other's creator withdraws it.
-    pub async fn services(&self) -> Result<Vec<ServiceDef>> {
-        Ok(split_by_name(self.all_services().await?).0)
-    }
-
-    /// Every decodable entry of the `services` table, including the losers of name conflicts.
-    pub(super) async fn all_services(&self) -> Result<Vec<ServiceDef>> {
-        let mut out = Vec::new();
-        for e in self.db.snapshot(Some(CLUSTER), Some(SERVICES)).await? {
-            if let Some(d) = e
-                .new
-                .as_deref()
-                .and_then(|v| records::decode::<ServiceDef>(SERVICES, &e.key, v))
-                && d.id == e.key
-            {
-                out.push(d);
-            }
-        }
-        out.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
-        Ok(out)
-    }
-
     /// A service by id or name, or NotFound.
     pub async fn find_service(&self, name_or_id: &str) -> Result<ServiceDef> {
         if name_or_id.is_empty() {
             return Err(FieldError::new("service", "required (a service name or id)").into());
         }
-        let all = self.services().await?;
+        let all = tables::services(&self.db).await?;
         all.iter()
             .find(|s| s.id == name_or_id)
             .or_else(|| all.iter().find(|s| s.name == name_or_id))
@@ -127,7 +62,7 @@ impl Agent {
             }
         };
         if !svc.networks.contains(&def.id) {
-            let view = self.network_view().await?;
+            let view = tables::network_view(&self.db).await?;
             let names: Vec<String> = svc
                 .networks
                 .iter()
@@ -150,13 +85,17 @@ impl Agent {
     /// CreateService.
     pub async fn create_service(&self, req: ServiceRequest) -> Result<ServiceDef> {
         let _guard = self.create_lock.lock().await;
-        if self.services().await?.iter().any(|s| s.name == req.name) {
+        if tables::services(&self.db)
+            .await?
+            .iter()
+            .any(|s| s.name == req.name)
+        {
             return Err(AgentError::AlreadyExists(format!(
                 "name: service {} already exists",
                 req.name
             )));
         }
-        let view = self.network_view().await?;
+        let view = tables::network_view(&self.db).await?;
         let mut defs = Vec::new();
         for n in &req.networks {
             let def = view
@@ -179,7 +118,7 @@ impl Agent {
             ServiceModeArg::Dnsrr => ServiceMode::Dnsrr,
         };
         let mut svc = ServiceDef {
-            id: random_id(),
+            id: super::random_id(),
             name: req.name.clone(),
             aliases: req.aliases.clone(),
             mode,
@@ -299,7 +238,7 @@ impl Agent {
     /// agent (called by the reconciler).
     pub async fn release_deleted_services(&self) -> Result<()> {
         let local = self.local();
-        let (accepted, losers) = split_by_name(self.all_services().await?);
+        let (accepted, losers) = tables::split_by_name(tables::all_services(&self.db).await?);
         for svc in &losers {
             if !self.answers_for(svc.creator).await? {
                 continue;
@@ -344,13 +283,15 @@ impl Agent {
         &self,
         net: &str,
     ) -> Result<BTreeMap<String, Vec<(String, EndpointRecord)>>> {
-        Ok(by_service(self.endpoint_records(net).await?))
+        Ok(tables::by_service(
+            tables::endpoint_records(&self.db, net).await?,
+        ))
     }
 
     /// A service with its VIPs; its backends only when asked (Inspect), on the networks
     /// this node holds.
     pub async fn service_info(&self, svc: &ServiceDef, backends: bool) -> Result<ServiceInfo> {
-        let view = self.network_view().await?;
+        let view = tables::network_view(&self.db).await?;
         let net_name = |id: &str| {
             view.find(id)
                 .map_or_else(|| id.to_string(), |d| d.name.clone())
@@ -404,7 +345,7 @@ impl Agent {
     /// ListServices.
     pub async fn list_services(&self) -> Result<Vec<ServiceInfo>> {
         let mut out = Vec::new();
-        for s in self.services().await? {
+        for s in tables::services(&self.db).await? {
             out.push(self.service_info(&s, false).await?);
         }
         Ok(out)
@@ -483,8 +424,7 @@ impl Agent {
         if eps.iter().all(|e| e.service.is_none()) {
             return Ok(());
         }
-        let names: BTreeMap<String, String> = self
-            .services()
+        let names: BTreeMap<String, String> = tables::services(&self.db)
             .await?
             .into_iter()
             .map(|s| (s.id, s.name))
@@ -495,39 +435,5 @@ impl Agent {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use networkdb::NodeId;
-
-    use super::*;
-
-    fn svc(id: &str, name: &str, created: u64, creator: u64) -> ServiceDef {
-        ServiceDef {
-            id: id.into(),
-            name: name.into(),
-            aliases: vec![],
-            mode: ServiceMode::Vip,
-            ports: vec![],
-            networks: vec![],
-            vips: BTreeMap::new(),
-            creator: NodeId(creator),
-            created,
-        }
-    }
-
-    #[test]
-    fn of_two_services_with_one_name_the_older_wins_everywhere_alike() {
-        let a = svc("a", "web", 10, 2);
-        let b = svc("b", "web", 9, 3);
-        let c = svc("c", "db", 50, 1);
-        let d = svc("d", "web", 9, 1);
-        let (acc, lost) = split_by_name(vec![a.clone(), b.clone(), c.clone(), d.clone()]);
-        assert_eq!(acc, vec![c.clone(), d.clone()]);
-        assert_eq!(lost, vec![b.clone(), a.clone()]);
-        let (acc2, _) = split_by_name(vec![d, c, b, a]);
-        assert_eq!(acc2, acc, "the order of arrival does not matter");
     }
 }

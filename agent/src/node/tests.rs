@@ -121,12 +121,12 @@ async fn concurrent_reconcile_passes_never_apply_an_older_desired_state_after_a_
         // Each change triggers a pass (as an attach does) while earlier ones still run, and
         // a periodic pass runs alongside.
         let (x, y) = (a.clone(), a.clone());
-        passes.push(tokio::spawn(
-            async move { x.reconcile_now().await.map(|_| ()) },
-        ));
-        passes.push(tokio::spawn(
-            async move { y.reconcile_now().await.map(|_| ()) },
-        ));
+        passes.push(tokio::spawn(async move {
+            x.reconciler.pass(&x).await.map(|_| ())
+        }));
+        passes.push(tokio::spawn(async move {
+            y.reconciler.pass(&y).await.map(|_| ())
+        }));
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
     for p in passes {

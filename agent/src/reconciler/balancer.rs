@@ -14,12 +14,12 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::Agent;
-use super::services::by_service;
-use crate::error::Result;
+use super::Reconciler;
 use crate::lb::{Backend, LbSpec, VipService};
+use crate::node::Agent;
 use crate::records::{EndpointRecord, ServiceDef, ServiceMode};
-use crate::state::LocalEndpoint;
+use crate::state::{LocalEndpoint, LocalState};
+use crate::tables::{Snapshot, by_service};
 
 /// Backends per network id, then per service id.
 pub type BackendTable = BTreeMap<String, BTreeMap<String, Vec<(String, EndpointRecord)>>>;
@@ -71,47 +71,30 @@ pub fn lb_specs(
         .collect()
 }
 
-/// What the balancer and the resolver read from the tables, taken once per reconcile.
-#[derive(Debug, Default)]
-pub struct ServiceTables {
-    /// [`Agent::services`].
-    pub services: Vec<ServiceDef>,
-    /// The `endpoints` table of every network this node has containers on, by network id.
-    pub endpoints: BTreeMap<String, Vec<(String, EndpointRecord)>>,
+/// The desired spec of every namespace holding a local endpoint, from a snapshot (pure).
+pub fn desired(local: &LocalState, snap: &Snapshot) -> BTreeMap<PathBuf, LbSpec> {
+    let backends: BackendTable = snap
+        .endpoints
+        .iter()
+        .map(|(net, recs)| (net.clone(), by_service(recs.iter().cloned())))
+        .collect();
+    let eps: Vec<&LocalEndpoint> = local.endpoints.values().collect();
+    lb_specs(&eps, &snap.services, &backends)
 }
 
-impl Agent {
-    /// Snapshot the tables balancing and DNS are computed from.
-    pub async fn service_tables(&self) -> Result<ServiceTables> {
-        let mut endpoints = BTreeMap::new();
-        for net in self.local().networks.keys() {
-            endpoints.insert(net.clone(), self.endpoint_records(net).await?);
-        }
-        Ok(ServiceTables {
-            services: self.services().await?,
-            endpoints,
-        })
-    }
-
-    /// The desired balancing state of this node's containers.
-    pub fn desired_lb(&self, tables: &ServiceTables) -> BTreeMap<PathBuf, LbSpec> {
-        let local = self.local();
-        let backends: BackendTable = tables
-            .endpoints
-            .iter()
-            .map(|(net, recs)| (net.clone(), by_service(recs.iter().cloned())))
-            .collect();
-        let eps: Vec<&LocalEndpoint> = local.endpoints.values().collect();
-        lb_specs(&eps, &tables.services, &backends)
-    }
-
+impl Reconciler {
     /// Program every container namespace whose spec changed (or is due for a repair).
     /// Failures are logged, counted and retried by the next run.
-    pub async fn reconcile_lb(&self, tables: &ServiceTables) {
+    pub(super) async fn program_balancers(
+        &self,
+        agent: &Agent,
+        local: &LocalState,
+        snap: &Snapshot,
+    ) {
         let Some(lb) = self.lb.clone() else { return };
-        let desired = self.desired_lb(tables);
+        let desired = desired(local, snap);
         let mut done = self.lb_done.lock().await;
-        let due = self.cfg.reconcile_interval;
+        let due = agent.cfg.reconcile_interval;
         let mut todo: Vec<(PathBuf, LbSpec)> = desired
             .iter()
             .filter(|(ns, spec)| {
@@ -149,7 +132,7 @@ impl Agent {
                 return;
             }
         };
-        let m = &self.metrics;
+        let m = &agent.metrics;
         for (ns, spec, r) in results {
             match r {
                 None => {
