@@ -157,6 +157,7 @@ impl Guest {
     /// `args` and `SWARMNET_IN_VM=1` (tests then treat a missing kernel feature as a
     /// failure, not a skip), `RUST_BACKTRACE=1` and `env`.
     pub fn test_binary(name: &str, binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Guest {
+        let binary = &std::path::absolute(binary).unwrap_or_else(|_| binary.to_path_buf());
         let mut s = String::from("for m in");
         for m in TEST_MODULES {
             s.push(' ');
@@ -290,6 +291,13 @@ pub fn target_dir() -> PathBuf {
     {
         return target.to_path_buf();
     }
+    // A binary of this package (vm-run): `<target>/<profile>/<bin>`.
+    if let Some(profile) = exe.parent()
+        && profile.join("deps").is_dir()
+        && let Some(target) = profile.parent()
+    {
+        return target.to_path_buf();
+    }
     match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
         Some(d) if d.is_absolute() => d,
         _ => repo_root().join("target"),
@@ -297,7 +305,8 @@ pub fn target_dir() -> PathBuf {
 }
 
 fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    root.canonicalize().unwrap_or(root)
 }
 
 /// Where kits are cached: `$SWARMNET_VM_CACHE`, else `<target>/vm-cache`.
