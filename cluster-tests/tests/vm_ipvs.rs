@@ -122,3 +122,39 @@ fn serial_vm_the_ipvs_crate_drives_a_real_kernels_ipvs_and_its_replies_match_the
         );
     }
 }
+
+#[test]
+fn serial_vm_the_ipvs_balancer_programs_a_real_kernel_and_passes_its_unit_kernel_tests() {
+    if vm::kit_or_skip().is_none() {
+        return;
+    }
+    let bin = vm::test_binary("agent", "lib").expect("agent unit test binary");
+    let Some(console) = run_tests_in_guest(
+        "agent-ipvs-unit",
+        &bin,
+        &["--test-threads=1", "lb::ipvs_backend::tests::serial_"],
+        &[],
+        None,
+    ) else {
+        return;
+    };
+    assert!(console.contains("test result: ok. 2 passed"), "{console}");
+}
+
+#[test]
+fn serial_vm_the_ipvs_balancer_balances_drains_removes_and_repairs_like_the_nftables_one() {
+    if vm::kit_or_skip().is_none() {
+        return;
+    }
+    let bin = vm::test_binary("agent", "lb_kernel").expect("agent lb_kernel test binary");
+    let Some(console) = run_tests_in_guest(
+        "agent-lb-ipvs",
+        &bin,
+        &["--test-threads=1", "serial_ipvs_"],
+        &[],
+        None,
+    ) else {
+        return;
+    };
+    assert!(console.contains("test result: ok. 8 passed"), "{console}");
+}
