@@ -1,5 +1,9 @@
 //! Shared harness of the tier-4 tests: the `swarmnet` binary under test (rebuilt when stale)
 //! and a started N-host [`AgentCluster`], or a printed "skipped: <reason>".
+//!
+//! `SWARMNET_TEST_LB=nftables|ipvs` makes every agent run with `--lb <that>` (unset: the
+//! agent's own choice, `auto`). The kernel-VM test `vm_services.rs` runs the services tests
+//! with `ipvs` inside a guest whose kernel has IPVS.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -87,7 +91,10 @@ pub fn cluster(name: &str, reconcile_secs: Option<u64>) -> Option<AgentCluster> 
         return None;
     }
     let mut opts = ClusterOptions::new(name, 3);
-    opts.binary = Some(swarmnet());
+    opts.binary = Some(match test_lb() {
+        Some(lb) => with_lb(&swarmnet(), &lb),
+        None => swarmnet(),
+    });
     opts.reconcile_interval_secs = reconcile_secs;
     let t0 = Instant::now();
     let c = AgentCluster::start_with(opts).expect("cluster starts");
@@ -97,4 +104,30 @@ pub fn cluster(name: &str, reconcile_secs: Option<u64>) -> Option<AgentCluster> 
         c.lab.prefix()
     );
     Some(c)
+}
+
+/// The balancer the tests ask the agents for: `$SWARMNET_TEST_LB` (`nftables` or `ipvs`).
+pub fn test_lb() -> Option<String> {
+    let lb = std::env::var("SWARMNET_TEST_LB").ok()?;
+    assert!(
+        matches!(lb.as_str(), "nftables" | "ipvs" | "auto"),
+        "SWARMNET_TEST_LB={lb}: want nftables, ipvs or auto"
+    );
+    Some(lb)
+}
+
+/// A wrapper around `bin` that adds `--lb <lb>` to `agent` (every other command unchanged):
+/// [`ClusterOptions`] takes a binary, not extra agent flags.
+fn with_lb(bin: &std::path::Path, lb: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("swarmnet-lb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("wrapper dir");
+    let path = dir.join(format!("swarmnet-{lb}"));
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = agent ]; then shift; exec '{bin}' agent --lb {lb} \"$@\"; fi\nexec '{bin}' \"$@\"\n",
+        bin = bin.display()
+    );
+    std::fs::write(&path, script).expect("write the --lb wrapper");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
 }
