@@ -650,7 +650,11 @@ fn build_initrd(kit: &Kit, g: &Guest, dir: &Path) -> Result<PathBuf> {
     ensure!(cpio.success(), "cpio of the overlay failed");
     let initrd = dir.join("initrd");
     let mut out = std::fs::File::create(&initrd)?;
-    std::io::copy(&mut std::fs::File::open(&kit.base)?, &mut out)?;
+    let base_len = std::io::copy(&mut std::fs::File::open(&kit.base)?, &mut out)?;
+    // The kernel reads an uncompressed archive only at a 4-byte aligned offset; it skips
+    // the zero padding between archives.
+    let pad = (4 - base_len % 4) % 4;
+    out.write_all(&[0u8; 4][..pad as usize])?;
     std::io::copy(&mut std::fs::File::open(&overlay)?, &mut out)?;
     out.flush()?;
     std::fs::remove_dir_all(&root)?;
@@ -864,33 +868,48 @@ fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// The executable of test target `test` of `package` (`--lib` for `test == "lib"`), built
-/// if needed with the same target directory: `cargo test --no-run --message-format=json`.
+/// The executable of test target `test` of `package` (`"lib"` for its unit tests). All
+/// test executables come from one `cargo test --workspace --no-run --message-format=json`
+/// per process, with the same target directory: the same build as `cargo test` /
+/// `cargo nextest run --workspace` (building one package alone could unify features
+/// differently and rebuild), so under the test runner it builds nothing.
 pub fn test_binary(package: &str, test: &str) -> Result<PathBuf> {
+    static ALL: OnceLock<Result<TestBinaries, String>> = OnceLock::new();
+    let all = ALL
+        .get_or_init(|| workspace_test_binaries().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow!("{e}"))?;
+    let key = (package.to_string(), test.to_string());
+    all.get(&key).cloned().ok_or_else(|| {
+        anyhow!(
+            "no test executable {package}/{test} in cargo's output: {:?}",
+            all.keys().collect::<Vec<_>>()
+        )
+    })
+}
+
+/// `(package, target)` -> executable of every test target of the workspace (`lib` for unit
+/// tests).
+type TestBinaries = BTreeMap<(String, String), PathBuf>;
+
+fn workspace_test_binaries() -> Result<TestBinaries> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(repo_root())
+    let out = Command::new(cargo)
+        .current_dir(repo_root())
         .env("CARGO_TARGET_DIR", target_dir())
         .args([
             "test",
             "-q",
+            "--workspace",
             "--no-run",
             "--message-format=json",
-            "-p",
-            package,
-        ]);
-    if test == "lib" {
-        cmd.arg("--lib");
-    } else {
-        cmd.args(["--test", test]);
-    }
-    let out = cmd
+        ])
         .stderr(Stdio::inherit())
         .output()
         .context("cargo test --no-run")?;
     ensure!(
         out.status.success(),
-        "cargo test --no-run -p {package} {test} failed"
+        "cargo test --workspace --no-run failed"
     );
     let mut found = BTreeMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -900,17 +919,27 @@ pub fn test_binary(package: &str, test: &str) -> Result<PathBuf> {
         if v["reason"] != "compiler-artifact" || !v["profile"]["test"].as_bool().unwrap_or(false) {
             continue;
         }
-        let name = v["target"]["name"].as_str().unwrap_or_default().to_string();
-        if let Some(exe) = v["executable"].as_str() {
-            found.insert(name, PathBuf::from(exe));
-        }
+        let Some(exe) = v["executable"].as_str() else {
+            continue;
+        };
+        // package_id: "path+file:///.../agent#0.1.0" (or "...#name@0.1.0").
+        let id = v["package_id"].as_str().unwrap_or_default();
+        let tail = id.rsplit(['/', '#']).nth(1).unwrap_or_default();
+        let package = v["manifest_path"]
+            .as_str()
+            .and_then(|m| Path::new(m).parent()?.file_name()?.to_str())
+            .unwrap_or(tail)
+            .to_string();
+        let kinds: Vec<&str> = v["target"]["kind"]
+            .as_array()
+            .map(|k| k.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        let target = if kinds.contains(&"lib") {
+            "lib".to_string()
+        } else {
+            v["target"]["name"].as_str().unwrap_or_default().to_string()
+        };
+        found.insert((package, target), PathBuf::from(exe));
     }
-    let want = if test == "lib" {
-        package.replace('-', "_")
-    } else {
-        test.to_string()
-    };
-    found
-        .remove(&want)
-        .ok_or_else(|| anyhow!("no test executable {want} in cargo's output: {found:?}"))
+    Ok(found)
 }
