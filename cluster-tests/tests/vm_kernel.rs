@@ -95,3 +95,67 @@ echo ESP-OK
     };
     assert!(r.console.contains("ESP-OK"), "{}", r.console);
 }
+
+/// One side of an ESP-protected VXLAN link between two guests (each its own kernel) over the
+/// virtual network: `$ME`/`$PEER` underlay addresses, `$OV_ME`/`$OV_PEER` overlay addresses,
+/// `$SPI_OUT`/`$SPI_IN`. Pings the peer over the overlay, stays up until the peer's pings
+/// arrived too (ICMP `InEchos`), then checks both SAs counted packets. Bounded: 60 s waits.
+const ESP_ACROSS: &str = r#"
+K=0x0123456789abcdef0123456789abcdef01234567
+ip link add vx0 type vxlan id 42 local $ME remote $PEER dstport 4789 dev eth0
+ip addr add $OV_ME/24 dev vx0
+ip link set vx0 up
+ip xfrm state add src $ME dst $PEER proto esp spi $SPI_OUT reqid 1 mode transport aead 'rfc4106(gcm(aes))' $K 128
+ip xfrm state add src $PEER dst $ME proto esp spi $SPI_IN reqid 2 mode transport aead 'rfc4106(gcm(aes))' $K 128
+ip xfrm policy add src $ME dst $PEER proto udp dport 4789 dir out tmpl src $ME dst $PEER proto esp reqid 1 mode transport
+ip xfrm policy add src $PEER dst $ME proto udp dport 4789 dir in tmpl src $PEER dst $ME proto esp reqid 2 mode transport
+n=0
+until ping -c 1 -W 1 $OV_PEER >/dev/null 2>&1; do
+  n=$((n + 1)); [ $n -lt 60 ] || { echo "FAIL: no overlay ping to $OV_PEER"; exit 1; }
+done
+ping -c 5 -i 0.2 -W 2 $OV_PEER
+n=0
+while [ "$(awk '/^Icmp:/{getline; print $10; exit}' /proc/net/snmp)" -lt 3 ] && [ $n -lt 600 ]; do
+  sleep 0.1; n=$((n + 1))
+done
+pk() { ip -s xfrm state get src $1 dst $2 proto esp spi $3 | sed -n 's/.* \([0-9]*\)(packets).*/\1/p' | head -1; }
+out=$(pk $ME $PEER $SPI_OUT); in=$(pk $PEER $ME $SPI_IN)
+echo "ESP-ACROSS $(hostname): out $out in $in packets"
+[ "$out" -ge 5 ] && [ "$in" -ge 3 ]
+"#;
+
+#[test]
+fn serial_vm_two_guest_kernels_carry_esp_protected_vxlan_between_them() {
+    if vm::kit_or_skip().is_none() {
+        return;
+    }
+    let side = |name: &str, me: usize, peer: usize, spi_out: &str, spi_in: &str| {
+        Guest::new(
+            name,
+            &format!(
+                "set -e\nME={} PEER={} OV_ME=10.20.0.{} OV_PEER=10.20.0.{} SPI_OUT={spi_out} SPI_IN={spi_in}\n{ESP_ACROSS}",
+                vm::guest_addr(me),
+                vm::guest_addr(peer),
+                me + 1,
+                peer + 1
+            ),
+        )
+        .with_cpus(1)
+        .with_mem_mb(512)
+    };
+    let runs = vm::run_network(&[
+        side("esp1", 0, 1, "0x1001", "0x1002"),
+        side("esp2", 1, 0, "0x1002", "0x1001"),
+    ]);
+    for r in &runs {
+        println!("{}", r.summary());
+        if let vm::Outcome::Unavailable(why) = &r.outcome {
+            println!("skipped: {why}");
+            return;
+        }
+    }
+    for r in &runs {
+        r.expect_success();
+        assert!(r.console.contains("ESP-ACROSS"), "{}", r.console);
+    }
+}
