@@ -43,8 +43,7 @@ pub fn swarmnet() -> PathBuf {
                 Some("debug") | None => "dev".to_string(),
                 Some(other) => other.to_string(),
             };
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
+            let status = cargo()
                 .current_dir(&root)
                 .env(
                     "CARGO_TARGET_DIR",
@@ -130,4 +129,30 @@ fn with_lb(bin: &std::path::Path, lb: &str) -> PathBuf {
     std::fs::write(&path, script).expect("write the --lb wrapper");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     path
+}
+
+/// A `cargo` command for a test to build with, as the outer build did: `cargo` through rustup
+/// (the toolchain file), not `$CARGO` (under cargo-nextest that is another toolchain's cargo,
+/// whose different fingerprints rebuild the whole workspace, and the next outer build rebuilds
+/// it back), without the variables a test runner sets for test processes (so build scripts
+/// see the outer build's environment).
+pub fn cargo() -> Command {
+    let mut cmd = Command::new("cargo");
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        let runner_set = k == "CARGO"
+            || k == "LD_LIBRARY_PATH"
+            || k == "OUT_DIR"
+            || k.starts_with("NEXTEST")
+            || k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_EXE_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || k.starts_with("CARGO_CRATE_")
+            || k == "CARGO_PRIMARY_PACKAGE"
+            || k == "CARGO_TARGET_TMPDIR";
+        if runner_set {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    cmd
 }

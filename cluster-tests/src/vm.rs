@@ -893,8 +893,8 @@ pub fn test_binary(package: &str, test: &str) -> Result<PathBuf> {
 type TestBinaries = BTreeMap<(String, String), PathBuf>;
 
 fn workspace_test_binaries() -> Result<TestBinaries> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
+    let mut cmd = crate::harness::cargo();
+    let out = cmd
         .current_dir(repo_root())
         .env("CARGO_TARGET_DIR", target_dir())
         .args([
