@@ -1,4 +1,6 @@
-//! Kernel tests of the nftables load balancer ([`agent::lb::NftLoadBalancer`]).
+//! Kernel tests of the load balancers: the nftables one ([`agent::lb::NftLoadBalancer`]) and
+//! the IPVS one ([`agent::lb::ipvs_backend::IpvsBalancer`]), through the same traffic cases
+//! (the `both!` pairs; the IPVS tests are named `serial_ipvs_*`).
 //!
 //! Each test builds its own namespaces, named `lbt-<pid>-<tag>-*`: a bridge namespace and a
 //! client plus three backend namespaces on 10.77.0.0/24 (client .2, backends .11-.13), joined
@@ -7,8 +9,10 @@
 //! sockets) that answer `<backend> <peer address>` and echo lines. Client traffic runs on
 //! threads that entered the client namespace. Every loop is bounded in count and time;
 //! timings are never asserted. Named `serial_*` (nextest runs them one at a time); each
-//! checks that it can run (root, nft, nsenter, ping, namespaces, an nft nat table) and
-//! otherwise prints "skipped: <reason>". Everything is removed on drop, also on panic.
+//! checks that it can run (root, nft, nsenter, ping, namespaces, an nft nat table, and IPVS
+//! for the IPVS ones) and otherwise prints "skipped: <reason>". The CI kernel has no IPVS:
+//! `cluster-tests/tests/vm_ipvs.rs` runs the `serial_ipvs_*` tests inside a kernel VM, where
+//! a missing IPVS is a failure. Everything is removed on drop, also on panic.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -21,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use agent::lb::ipvs_backend::{IpvsBalancer, ipvs_available};
 use agent::lb::nft_plan::TABLE;
 use agent::lb::{Backend, LbSpec, LoadBalancer, NftLoadBalancer, VipService, conntrack};
 use agent::records::{Protocol, ServicePort};
@@ -345,6 +350,57 @@ fn web(enabled: [bool; 3]) -> VipService {
     )
 }
 
+/// The balancer under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Nft,
+    Ipvs,
+}
+
+/// The balancer of `kind`, or `None` after printing "skipped: <reason>". Inside the kernel
+/// VM (`SWARMNET_IN_VM`) a kernel without IPVS is a failure, not a skip.
+fn balancer(kind: Kind) -> Option<Box<dyn LoadBalancer>> {
+    if let Some(reason) = preflight() {
+        println!("skipped: {reason}");
+        return None;
+    }
+    match kind {
+        Kind::Nft => Some(Box::new(NftLoadBalancer::new())),
+        Kind::Ipvs => match ipvs_available() {
+            Ok(()) => Some(Box::new(IpvsBalancer::new())),
+            Err(why) => {
+                assert!(
+                    std::env::var_os("SWARMNET_IN_VM").is_none(),
+                    "inside the kernel VM: {why}"
+                );
+                println!("skipped: IPVS not available on this kernel ({why})");
+                None
+            }
+        },
+    }
+}
+
+/// One test per balancer for a case `fn(Kind, &dyn LoadBalancer)`: the nftables one runs
+/// wherever nf_tables does; the IPVS one needs IPVS (the kernel VM runs it,
+/// `cluster-tests/tests/vm_ipvs.rs`).
+macro_rules! both {
+    ($nft:ident, $ipvs:ident, $case:ident) => {
+        #[test]
+        fn $nft() {
+            if let Some(lb) = balancer(Kind::Nft) {
+                $case(Kind::Nft, &*lb);
+            }
+        }
+
+        #[test]
+        fn $ipvs() {
+            if let Some(lb) = balancer(Kind::Ipvs) {
+                $case(Kind::Ipvs, &*lb);
+            }
+        }
+    };
+}
+
 macro_rules! preflight_or_skip {
     () => {
         if let Some(reason) = preflight() {
@@ -354,12 +410,15 @@ macro_rules! preflight_or_skip {
     };
 }
 
-#[test]
-fn serial_tcp_connections_to_a_vip_spread_over_three_backends_that_see_the_client_address() {
-    preflight_or_skip!();
+both!(
+    serial_tcp_connections_to_a_vip_spread_over_three_backends_that_see_the_client_address,
+    serial_ipvs_tcp_connections_to_a_vip_spread_over_three_backends_that_see_the_client_address,
+    case_spread
+);
+
+fn case_spread(_kind: Kind, lb: &dyn LoadBalancer) {
     let mut t = Topo::new("spread");
     t.serve(&[8080], &[]);
-    let lb = NftLoadBalancer::new();
     let spec = LbSpec {
         services: vec![web([true; 3])],
     };
@@ -388,12 +447,15 @@ fn serial_tcp_connections_to_a_vip_spread_over_three_backends_that_see_the_clien
     );
 }
 
-#[test]
-fn serial_a_drained_backend_keeps_its_open_connection_while_new_ones_avoid_it() {
-    preflight_or_skip!();
+both!(
+    serial_a_drained_backend_keeps_its_open_connection_while_new_ones_avoid_it,
+    serial_ipvs_a_drained_backend_keeps_its_open_connection_while_new_ones_avoid_it,
+    case_drain
+);
+
+fn case_drain(_kind: Kind, lb: &dyn LoadBalancer) {
     let mut t = Topo::new("drain");
     t.serve(&[8080], &[]);
-    let lb = NftLoadBalancer::new();
     let client = t.client();
     lb.program(
         &client,
@@ -460,12 +522,15 @@ fn serial_a_drained_backend_keeps_its_open_connection_while_new_ones_avoid_it() 
     );
 }
 
-#[test]
-fn serial_removing_a_backend_flushes_its_conntrack_entries_so_a_udp_flow_rebalances() {
-    preflight_or_skip!();
+both!(
+    serial_removing_a_backend_flushes_its_conntrack_entries_so_a_udp_flow_rebalances,
+    serial_ipvs_removing_a_backend_makes_a_udp_flow_rebalance,
+    case_udp_removal
+);
+
+fn case_udp_removal(kind: Kind, lb: &dyn LoadBalancer) {
     let mut t = Topo::new("udp");
     t.serve(&[], &[5353]);
-    let lb = NftLoadBalancer::new();
     let client = t.client();
     lb.program(
         &client,
@@ -513,18 +578,26 @@ fn serial_removing_a_backend_flushes_its_conntrack_entries_so_a_udp_flow_rebalan
             .map(|e| e.reply_src)
             .collect::<Vec<_>>()
     };
-    assert_eq!(
-        to_vip(&conntrack::dump(&client).unwrap()),
-        vec![backend_ip(i)]
-    );
-    // Removal flushes the entry; the same socket now reaches another backend.
+    // The nftables balancer's flow state is conntrack's DNAT binding; IPVS keeps its own
+    // connection table (conntrack sees the translated flow to the backend, not the VIP).
+    if kind == Kind::Nft {
+        assert_eq!(
+            to_vip(&conntrack::dump(&client).unwrap()),
+            vec![backend_ip(i)]
+        );
+    }
+    // Removal ends the flow's binding (nftables: conntrack flush; IPVS: the destination is
+    // deleted and expire_nodest_conn expires its connection entry); the same socket now
+    // reaches another backend, with its very next datagram.
     let mut spec = LbSpec {
         services: vec![web(enabled)],
     };
     spec.services[0].backends.remove(i);
     let r = lb.program(&client, &spec).unwrap();
-    assert!(r.conntrack_flushed >= 1, "{r:?}");
-    assert!(to_vip(&conntrack::dump(&client).unwrap()).is_empty());
+    if kind == Kind::Nft {
+        assert!(r.conntrack_flushed >= 1, "{r:?}");
+        assert!(to_vip(&conntrack::dump(&client).unwrap()).is_empty());
+    }
     let after = ask(&sock);
     println!("UDP flow: {first} -> {after}");
     assert_ne!(after.split_whitespace().next().unwrap(), name);
@@ -533,12 +606,15 @@ fn serial_removing_a_backend_flushes_its_conntrack_entries_so_a_udp_flow_rebalan
     assert_eq!(lb.program(&client, &spec).unwrap().conntrack_flushed, 0);
 }
 
-#[test]
-fn serial_a_vip_whose_backends_are_all_drained_refuses_at_once() {
-    preflight_or_skip!();
+both!(
+    serial_a_vip_whose_backends_are_all_drained_refuses_at_once,
+    serial_ipvs_a_vip_whose_backends_are_all_drained_refuses_at_once,
+    case_all_drained
+);
+
+fn case_all_drained(_kind: Kind, lb: &dyn LoadBalancer) {
     let mut t = Topo::new("refuse");
     t.serve(&[8080], &[5353]);
-    let lb = NftLoadBalancer::new();
     let client = t.client();
     lb.program(
         &client,
@@ -598,12 +674,15 @@ fn serial_a_vip_whose_backends_are_all_drained_refuses_at_once() {
     assert_eq!(counts, BTreeMap::from([("b1".to_string(), 5)]));
 }
 
-#[test]
-fn serial_ping_to_a_vip_reaches_a_backend_and_a_portless_vip_passes_any_port() {
-    preflight_or_skip!();
+both!(
+    serial_ping_to_a_vip_reaches_a_backend_and_a_portless_vip_passes_any_port,
+    serial_ipvs_ping_to_a_vip_is_answered_and_a_portless_vip_passes_any_port,
+    case_ping
+);
+
+fn case_ping(_kind: Kind, lb: &dyn LoadBalancer) {
     let mut t = Topo::new("ping");
     t.serve(&[7000], &[]);
-    let lb = NftLoadBalancer::new();
     let client = t.client();
     let spec = LbSpec {
         services: vec![web([true; 3]), service("db", VIP2, vec![], [true; 3])],
@@ -661,8 +740,8 @@ fn serial_ping_to_a_vip_reaches_a_backend_and_a_portless_vip_passes_any_port() {
 #[test]
 fn serial_hand_edits_are_repaired_and_an_empty_spec_removes_the_table() {
     preflight_or_skip!();
-    let t = Topo::new("repair");
     let lb = NftLoadBalancer::new();
+    let t = Topo::new("repair");
     let client = t.client();
     let spec = LbSpec {
         services: vec![
@@ -701,11 +780,117 @@ fn serial_hand_edits_are_repaired_and_an_empty_spec_removes_the_table() {
 }
 
 #[test]
-fn serial_a_changed_port_or_service_id_applies_in_one_step_and_then_settles() {
-    preflight_or_skip!();
+fn serial_ipvs_hand_edits_are_repaired_and_an_empty_spec_removes_everything_it_made() {
+    let Some(lb) = balancer(Kind::Ipvs) else {
+        return;
+    };
+    let mut t = Topo::new("irepair");
+    t.serve(&[8080], &[]);
+    let client = t.client();
+    let spec = LbSpec {
+        services: vec![
+            web([true; 3]),
+            service("db", VIP2, vec![], [true, false, true]),
+        ],
+    };
+    assert!(lb.program(&client, &spec).unwrap().changes > 0);
+    assert_eq!(lb.program(&client, &spec).unwrap().changes, 0);
+    let h = ipvs::Handle::in_netns(&client).unwrap();
+    let mut services = h.service().list().execute().unwrap();
+    services.sort_by_key(|s| s.key);
+    assert_eq!(
+        services.len(),
+        3,
+        "tcp/80, udp/53 of the VIP and the portless VIP2"
+    );
+    // Someone deletes a destination, un-drains one, deletes a whole service, adds a rule to
+    // the mark chain and deletes the refuse chain.
+    let (a, b) = (services[0].key, services[1].key);
+    let dests = h.destination().list(a).execute().unwrap();
+    h.destination()
+        .del(a, dests[0].addr, dests[0].port)
+        .execute()
+        .unwrap();
+    h.service().del(b).execute().unwrap();
+    t.nft("add rule ip swarmnet_ipvs mark_out counter");
+    t.nft("delete chain ip swarmnet_ipvs filter_out");
+    assert!(lb.program(&client, &spec).unwrap().changes >= 4);
+    assert_eq!(lb.program(&client, &spec).unwrap().changes, 0);
+    let (counts, _) = spread(&client, SocketAddr::from((VIP, 80)), 9);
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    // A drained destination whose weight was raised by hand is drained again.
+    let c = services
+        .iter()
+        .find(|s| {
+            h.destination()
+                .list(s.key)
+                .execute()
+                .unwrap()
+                .iter()
+                .any(|d| d.weight == 0)
+        })
+        .expect("VIP2's service has a drained destination")
+        .key;
+    let drained = h
+        .destination()
+        .list(c)
+        .execute()
+        .unwrap()
+        .into_iter()
+        .find(|d| d.weight == 0)
+        .unwrap();
+    h.destination()
+        .set(
+            c,
+            ipvs::Destination {
+                weight: 5,
+                ..drained.clone()
+            },
+        )
+        .execute()
+        .unwrap();
+    assert_eq!(lb.program(&client, &spec).unwrap().changes, 1);
+    // A service outside the balancer's mark range is not its business.
+    let foreign = ipvs::ServiceKey::fwmark(7);
+    h.service()
+        .add(ipvs::Service::new(foreign))
+        .execute()
+        .unwrap();
+    // Empty spec: every service of the balancer and its table go; again: nothing to do.
+    assert!(lb.program(&client, &LbSpec::default()).unwrap().changes > 0);
+    let left: Vec<_> = h
+        .service()
+        .list()
+        .execute()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.key)
+        .collect();
+    assert_eq!(left, vec![foreign]);
+    let table = run(&[
+        "ip",
+        "netns",
+        "exec",
+        &t.name("c"),
+        "nft",
+        "list",
+        "table",
+        "ip",
+        "swarmnet_ipvs",
+    ]);
+    assert!(!table.status.success(), "the table is gone");
+    assert_eq!(lb.program(&client, &LbSpec::default()).unwrap().changes, 0);
+}
+
+both!(
+    serial_a_changed_port_or_service_id_applies_in_one_step_and_then_settles,
+    serial_ipvs_a_changed_port_or_service_id_applies_and_then_settles,
+    case_change
+);
+
+fn case_change(kind: Kind, lb: &dyn LoadBalancer) {
     let mut t = Topo::new("change");
     t.serve(&[8080, 9090], &[]);
-    let lb = NftLoadBalancer::new();
     let client = t.client();
     let mut spec = LbSpec {
         services: vec![web([true; 3])],
@@ -721,21 +906,35 @@ fn serial_a_changed_port_or_service_id_applies_in_one_step_and_then_settles() {
         TcpStream::connect_timeout(&SocketAddr::from((VIP, 80)), IO_TIMEOUT).map_err(|e| e.kind())
     });
     assert_eq!(old.err(), Some(ErrorKind::ConnectionRefused));
-    // Target 8080 -> 9090: only that chain is refilled.
+    // Target 8080 -> 9090: nftables refills only that chain; IPVS replaces the entry's
+    // destinations.
     spec.services[0].ports[0] = port(Protocol::Tcp, 81, 9090);
-    assert_eq!(lb.program(&client, &spec).unwrap().changes, 1);
-    // Another service takes over the VIP: every verdict is replaced, nothing refused between.
+    let changes = lb.program(&client, &spec).unwrap().changes;
+    match kind {
+        Kind::Nft => assert_eq!(changes, 1),
+        Kind::Ipvs => assert!(changes > 0),
+    }
+    assert_eq!(lb.program(&client, &spec).unwrap().changes, 0);
+    // Another service takes over the VIP: nftables replaces every verdict, nothing refused
+    // between; IPVS keys its entries by VIP and port, so nothing changes at all.
     spec.services[0].id = "another".into();
-    assert!(lb.program(&client, &spec).unwrap().changes > 0);
+    let changes = lb.program(&client, &spec).unwrap().changes;
+    match kind {
+        Kind::Nft => assert!(changes > 0),
+        Kind::Ipvs => assert_eq!(changes, 0),
+    }
     assert_eq!(lb.program(&client, &spec).unwrap().changes, 0);
     let (counts, _) = spread(&client, SocketAddr::from((VIP, 81)), 6);
     assert_eq!(counts.values().sum::<usize>(), 6);
 }
 
-#[test]
-fn serial_a_missing_namespace_is_a_clear_error() {
-    preflight_or_skip!();
-    let lb = NftLoadBalancer::new();
+both!(
+    serial_a_missing_namespace_is_a_clear_error,
+    serial_ipvs_a_missing_namespace_is_a_clear_error,
+    case_missing_ns
+);
+
+fn case_missing_ns(_kind: Kind, lb: &dyn LoadBalancer) {
     let err = lb
         .program(
             Path::new("/var/run/netns/lbt-does-not-exist"),

@@ -1,5 +1,9 @@
 //! Shared harness of the tier-4 tests: the `swarmnet` binary under test (rebuilt when stale)
 //! and a started N-host [`AgentCluster`], or a printed "skipped: <reason>".
+//!
+//! `SWARMNET_TEST_LB=nftables|ipvs` makes every agent run with `--lb <that>` (unset: the
+//! agent's own choice, `auto`). The kernel-VM test `vm_services.rs` runs the services tests
+//! with `ipvs` inside a guest whose kernel has IPVS.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -39,8 +43,7 @@ pub fn swarmnet() -> PathBuf {
                 Some("debug") | None => "dev".to_string(),
                 Some(other) => other.to_string(),
             };
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
+            let status = cargo()
                 .current_dir(&root)
                 .env(
                     "CARGO_TARGET_DIR",
@@ -93,6 +96,9 @@ pub fn cluster_with(name: &str, tune: impl FnOnce(&mut ClusterOptions)) -> Optio
     }
     let mut opts = ClusterOptions::new(name, 3);
     opts.binary = Some(swarmnet());
+    if let Some(lb) = test_lb() {
+        opts.agent_args.extend(["--lb".to_string(), lb]);
+    }
     tune(&mut opts);
     let t0 = Instant::now();
     let c = AgentCluster::start_with(opts).expect("cluster starts");
@@ -102,4 +108,40 @@ pub fn cluster_with(name: &str, tune: impl FnOnce(&mut ClusterOptions)) -> Optio
         c.lab.prefix()
     );
     Some(c)
+}
+
+/// The balancer the tests ask the agents for: `$SWARMNET_TEST_LB` (`nftables` or `ipvs`).
+pub fn test_lb() -> Option<String> {
+    let lb = std::env::var("SWARMNET_TEST_LB").ok()?;
+    assert!(
+        matches!(lb.as_str(), "nftables" | "ipvs" | "auto"),
+        "SWARMNET_TEST_LB={lb}: want nftables, ipvs or auto"
+    );
+    Some(lb)
+}
+
+/// A `cargo` command for a test to build with, as the outer build did: `cargo` through rustup
+/// (the toolchain file), not `$CARGO` (under cargo-nextest that is another toolchain's cargo,
+/// whose different fingerprints rebuild the whole workspace, and the next outer build rebuilds
+/// it back), without the variables a test runner sets for test processes (so build scripts
+/// see the outer build's environment).
+pub fn cargo() -> Command {
+    let mut cmd = Command::new("cargo");
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        let runner_set = k == "CARGO"
+            || k == "LD_LIBRARY_PATH"
+            || k == "OUT_DIR"
+            || k.starts_with("NEXTEST")
+            || k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_EXE_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || k.starts_with("CARGO_CRATE_")
+            || k == "CARGO_PRIMARY_PACKAGE"
+            || k == "CARGO_TARGET_TMPDIR";
+        if runner_set {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    cmd
 }

@@ -182,16 +182,17 @@ fn block_of(ip: Ipv4Addr) -> u32 {
 #[test]
 fn serial_a_network_and_a_service_outlive_the_agent_that_created_them() {
     let Some(mut c) = cluster_with("durable", |o| {
-        o.agent_args = [
-            "--node-reap-secs",
-            NODE_REAP_SECS,
-            // Four blocks of 8 addresses in a /27: few enough that the block holding the
-            // VIP is handed out again once its holder is reaped.
-            "--block-prefix",
-            "29",
-        ]
-        .map(String::from)
-        .to_vec();
+        o.agent_args.extend(
+            [
+                "--node-reap-secs",
+                NODE_REAP_SECS,
+                // Four blocks of 8 addresses in a /27: few enough that the block holding the
+                // VIP is handed out again once its holder is reaped.
+                "--block-prefix",
+                "29",
+            ]
+            .map(String::from),
+        );
     }) else {
         return;
     };

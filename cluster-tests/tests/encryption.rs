@@ -56,7 +56,7 @@ fn guarded(listing: &str) -> Vec<(&'static str, u16, u32)> {
 #[test]
 fn serial_encrypted_networks_fail_closed_on_a_kernel_without_esp_and_key_rings_rotate() {
     let Some(mut c) = cluster_with("esp", |o| {
-        o.agent_args = vec!["--gossip-key".into(), K1.into()];
+        o.agent_args.extend(["--gossip-key".into(), K1.into()]);
     }) else {
         return;
     };

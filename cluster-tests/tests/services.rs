@@ -1,5 +1,7 @@
-//! Tier-4 service tests: three real agents (nftables balancer), backends on every host
-//! serving TCP and UDP with the `probe` binary, clients in containers reaching the VIP.
+//! Tier-4 service tests: three real agents, backends on every host serving TCP and UDP with
+//! the `probe` binary, clients in containers reaching the VIP. The balancer is the agents'
+//! choice (nftables on the CI kernel); with `SWARMNET_TEST_LB=ipvs` every agent runs
+//! `--lb ipvs`: `vm_services.rs` runs these tests that way inside a kernel VM.
 //!
 //! Every test needs root and the lab tools (installed if missing); otherwise it prints
 //! "skipped: <reason>" and passes. Named `serial_*`: nextest runs them one at a time.
@@ -197,6 +199,14 @@ fn serial_a_vip_balances_tcp_and_udp_over_three_hosts_keeps_the_client_ip_and_an
     wait_backends(&c, &other, vip, &["web1", "web2", "web3"], PROPAGATION);
     let status = c.cli_ok(0, &["cluster", "status"]).expect("status");
     assert!(status.contains("Load balancer:"), "{status}");
+    if let Some(lb) = cluster_tests::harness::test_lb().filter(|lb| lb != "auto") {
+        let chosen = status
+            .lines()
+            .find_map(|l| l.split("Load balancer:").nth(1))
+            .unwrap_or_default()
+            .trim();
+        assert!(chosen.starts_with(&lb), "want the {lb} balancer: {chosen}");
+    }
     println!("{status}");
 }
 

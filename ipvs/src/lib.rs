@@ -30,11 +30,15 @@
 //! kernel has no `ip_vs`; this is how a caller decides to fall back), [`Error::Kernel`] with
 //! the errno for refusals (`is_exists()`, `is_not_found()`).
 //!
-//! Wire fixtures: `tests/fixtures/*.hex` hold every message this crate emits and parses. They
-//! were derived by hand from the uapi layout (`include/uapi/linux/ip_vs.h`,
-//! `linux/genetlink.h`, `linux/netlink.h`) and the attribute order of `ip_vs_ctl.c`, because
-//! the kernel they were written on has no IPVS and nothing could be captured; they are to be
-//! re-captured from a real kernel by the kernel-VM work.
+//! Wire fixtures: `tests/fixtures/*.hex` hold every message this crate emits and parses:
+//! hand-derived ones (from the uapi layout and the attribute order of `ip_vs_ctl.c`) and
+//! replies captured from a real kernel's IPVS (`kernel_*.hex`, Debian's 6.1 in the kernel
+//! VM, see `cluster-tests/tests/vm_ipvs.rs`). The crate is tested end to end against that
+//! kernel by `tests/kernel_ipvs.rs`, run inside the VM.
+//!
+//! Kernel behaviour worth knowing (seen on the real kernel): the GET_DEST dump of an absent
+//! service is empty, not an error; an IPv4 destination is refused with `EINVAL` in a
+//! namespace without a local routing table (fresh, `lo` down, no address).
 
 pub mod attr;
 pub mod constants;

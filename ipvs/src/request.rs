@@ -124,7 +124,8 @@ impl Request {
         )
     }
 
-    /// IPVS_CMD_GET_DEST dump of the destinations of service `key` (`ESRCH` if absent).
+    /// IPVS_CMD_GET_DEST dump of the destinations of service `key`. The kernel ends the
+    /// dump of an absent service without an error: it reads as no destinations.
     pub fn list_dests(key: &ServiceKey) -> Request {
         Self::new(
             "GET_DEST (dump)",
@@ -238,7 +239,9 @@ impl<'a> ServiceHandle<'a> {
 }
 
 impl<'a> DestinationHandle<'a> {
-    /// Adds `dest` behind service `key` (`Error::is_exists` if present).
+    /// Adds `dest` behind service `key` (`Error::is_exists` if present). The kernel refuses
+    /// an IPv4 destination with `EINVAL` when the namespace has no local routing table yet
+    /// (a fresh namespace whose `lo` is down and that has no address).
     pub fn add(&self, key: ServiceKey, dest: Destination) -> AckRequest<'a> {
         AckRequest::new(self.0, Ok(Request::new_dest(&key, &dest)))
     }
@@ -250,7 +253,8 @@ impl<'a> DestinationHandle<'a> {
     pub fn del(&self, key: ServiceKey, addr: IpAddr, port: u16) -> AckRequest<'a> {
         AckRequest::new(self.0, Ok(Request::del_dest(&key, &addr, port)))
     }
-    /// Reads the destinations of service `key`.
+    /// Reads the destinations of service `key` (empty, not an error, when the service is
+    /// absent: that is how the kernel answers the dump).
     pub fn list(&self, key: ServiceKey) -> DestinationListRequest<'a> {
         DestinationListRequest {
             handle: self.0,

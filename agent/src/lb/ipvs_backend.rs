@@ -5,8 +5,14 @@
 //! * nftables, table `ip swarmnet_ipvs` of the container namespace:
 //!   chain `mark_out` (`type filter hook output priority mangle`) marks locally originated
 //!   packets, `ip daddr VIP [tcp|udp dport P] meta mark set M`; chain `nat_out`
-//!   (`type nat hook output priority -100`) answers ping to every VIP,
-//!   `ip daddr VIP icmp type echo-request dnat to 127.0.0.1`;
+//!   (`type nat hook output priority -100`) answers ping to every VIP that has an enabled
+//!   backend, `ip daddr VIP icmp type echo-request dnat to 127.0.0.1`; chain `filter_out`
+//!   (`type filter hook output priority 0`, after IPVS rewrote what it balances) refuses
+//!   what is still addressed to a VIP, `ip daddr VIP reject` (ICMP port-unreachable): a port
+//!   the service does not publish, or ping to a VIP whose backends are all draining. Clients
+//!   get an error at once, as with the nftables balancer, instead of a connect that hangs
+//!   on an unanswered ARP for the VIP. (A VIP whose backends all drain is refused by IPVS
+//!   itself: no destination available, ICMP port-unreachable.)
 //! * IPVS: a fwmark service `M` (AF_INET, scheduler `rr`) with one masquerading destination
 //!   per backend: port = the entry's target port (0 for a VIP without ports, so the packet's
 //!   port is kept), weight 1, or 0 while the backend drains. A backend that leaves the spec
@@ -105,11 +111,13 @@ pub struct MarkRule {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NftActual {
     pub table_present: bool,
-    /// Both chains exist with the expected type, hook and priority, and no other chain.
+    /// The three chains exist with the expected type, hook and priority, and no other chain.
     pub chains_ok: bool,
     pub marks: BTreeSet<MarkRule>,
     /// VIPs whose echo requests are DNATed to 127.0.0.1.
     pub echo: BTreeSet<Ipv4Addr>,
+    /// VIPs whose untranslated packets are rejected (`filter_out`).
+    pub refuse: BTreeSet<Ipv4Addr>,
     /// Rules of any other shape (hand edits): they force a rewrite of the table.
     pub unknown_rules: usize,
 }
@@ -177,7 +185,10 @@ pub enum Op {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Desired {
     pub marks: BTreeSet<MarkRule>,
+    /// VIPs with at least one enabled backend: ping is answered.
     pub echo: BTreeSet<Ipv4Addr>,
+    /// Every VIP: what IPVS did not translate is refused.
+    pub refuse: BTreeSet<Ipv4Addr>,
     /// mark -> `(backend, port) -> weight`.
     pub services: BTreeMap<u32, BTreeMap<(Ipv4Addr, u16), u32>>,
 }
@@ -251,8 +262,12 @@ pub fn desired(spec: &LbSpec, actual_marks: &BTreeSet<MarkRule>) -> Desired {
     // key -> (backend, port) -> weight
     let mut entries: BTreeMap<MarkKey, BTreeMap<(Ipv4Addr, u16), u32>> = BTreeMap::new();
     let mut echo = BTreeSet::new();
+    let mut refuse = BTreeSet::new();
     for svc in &spec.services {
-        echo.insert(svc.vip);
+        refuse.insert(svc.vip);
+        if svc.backends.iter().any(|b| b.enabled) {
+            echo.insert(svc.vip);
+        }
         let weights = |port: u16| {
             svc.backends
                 .iter()
@@ -282,6 +297,7 @@ pub fn desired(spec: &LbSpec, actual_marks: &BTreeSet<MarkRule>) -> Desired {
     let marks = assign_marks(&keys, actual_marks);
     let mut d = Desired {
         echo,
+        refuse,
         ..Desired::default()
     };
     for (key, dests) in entries {
@@ -318,6 +334,12 @@ pub fn ruleset(d: &Desired) -> String {
         s.push_str(&format!(
             "    ip daddr {vip} icmp type echo-request dnat to 127.0.0.1\n"
         ));
+    }
+    s.push_str(
+        "  }\n  chain filter_out {\n    type filter hook output priority 0; policy accept;\n",
+    );
+    for vip in &d.refuse {
+        s.push_str(&format!("    ip daddr {vip} reject\n"));
     }
     s.push_str("  }\n}\n");
     s
@@ -366,7 +388,7 @@ pub fn plan(spec: &LbSpec, nft: &NftActual, ipvs: &IpvsActual, reuse_mode: u8) -
         }
     }
     let mut ops = adds;
-    if d.marks.is_empty() && d.echo.is_empty() {
+    if d.marks.is_empty() && d.echo.is_empty() && d.refuse.is_empty() {
         if nft.table_present {
             ops.push(Op::NftDelete);
         }
@@ -374,7 +396,8 @@ pub fn plan(spec: &LbSpec, nft: &NftActual, ipvs: &IpvsActual, reuse_mode: u8) -
         && nft.chains_ok
         && nft.unknown_rules == 0
         && nft.marks == d.marks
-        && nft.echo == d.echo)
+        && nft.echo == d.echo
+        && nft.refuse == d.refuse)
     {
         ops.push(Op::Nft {
             ruleset: ruleset(&d),
@@ -429,6 +452,9 @@ pub fn parse_nft_json(text: &str) -> Result<NftActual, String> {
                 ("nat_out", Some(Parsed::Echo(vip))) => {
                     out.echo.insert(vip);
                 }
+                ("filter_out", Some(Parsed::Refuse(vip))) => {
+                    out.refuse.insert(vip);
+                }
                 _ => out.unknown_rules += 1,
             }
         }
@@ -444,6 +470,7 @@ pub fn parse_nft_json(text: &str) -> Result<NftActual, String> {
     chains.sort_by_key(|c| c.0.to_string());
     out.chains_ok = chains
         == vec![
+            want("filter_out", "filter", 0),
             want("mark_out", "filter", -150),
             want("nat_out", "nat", -100),
         ];
@@ -453,6 +480,7 @@ pub fn parse_nft_json(text: &str) -> Result<NftActual, String> {
 enum Parsed {
     Mark(MarkRule),
     Echo(Ipv4Addr),
+    Refuse(Ipv4Addr),
 }
 
 fn parse_rule(expr: &[serde_json::Value]) -> Option<Parsed> {
@@ -477,6 +505,13 @@ fn parse_rule(expr: &[serde_json::Value]) -> Option<Parsed> {
     let vip: Ipv4Addr = right.as_str()?.parse().ok()?;
     match rest {
         [last] if last.get("dnat").is_some() => None,
+        [last] if last.get("reject").is_some() => {
+            let r = last.get("reject")?;
+            let plain = r.is_null()
+                || (r.get("type").and_then(Value::as_str) == Some("icmp")
+                    && r.get("expr").and_then(Value::as_str) == Some("port-unreachable"));
+            plain.then_some(Parsed::Refuse(vip))
+        }
         [m] => {
             let mark = m.get("mangle")?;
             (mark.get("key")?.get("meta")?.get("key")?.as_str()? == "mark").then_some(())?;

@@ -18,7 +18,7 @@
 //! | [`nft`] | [`nft::NftLoadBalancer`]: reads, plans, applies in one `nft -f`, sweeps conntrack |
 //! | [`conntrack`] | ctnetlink dump/delete inside a namespace (the nftables balancer's sweep) |
 //! | [`nfnl`] | a netfilter netlink socket inside a namespace; the nf_tables generation |
-//! | [`ipvs_backend`] | the IPVS balancer: fwmark services over the `ipvs` crate (untested end to end) |
+//! | [`ipvs_backend`] | the IPVS balancer: fwmark services over the `ipvs` crate (tested in the kernel-VM suite) |
 //! | `choose` | `--lb` auto, nftables or ipvs -> the balancer in use, and why |
 
 pub mod ipvs_backend;
