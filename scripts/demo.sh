@@ -23,5 +23,5 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 echo "demo.sh: building swarmnet (release)"
-cargo build --release -p agent --bin swarmnet
+cargo build --release -p agent --bin swarmnet --features demo
 exec target/release/swarmnet demo "$@"

@@ -65,7 +65,16 @@ pub enum Command {
     Debug(DebugCmd),
     /// Build a 3-host cluster in network namespaces on this machine, attach a container per
     /// host, show the pings and tables, tear it all down (needs root).
-    Demo(crate::demo::DemoArgs),
+    Demo(DemoArgs),
+}
+
+/// Flags of `swarmnet demo`.
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct DemoArgs {
+    /// Keep the cluster running after the demo, until Enter or Ctrl-C, to explore it with the
+    /// CLI (the commands to try are printed).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Subcommand, Debug, Clone, PartialEq)]

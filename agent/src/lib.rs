@@ -12,7 +12,6 @@
 //! | [`dataplane`], [`host`] | the kernel behind a trait; host facts |
 //! | [`api`], [`client`], [`commands`], [`output`] | gRPC server, client, CLI output |
 //! | [`metrics`] | Prometheus metrics and `/healthz` |
-//! | [`lab`], [`testbed`], [`demo`] | network-namespace lab, real agents in it, `swarmnet demo` |
 
 pub mod api;
 pub mod cli;
@@ -22,13 +21,11 @@ pub mod config;
 pub mod conflict;
 pub mod daemon;
 pub mod dataplane;
-pub mod demo;
 pub mod dns;
 pub mod error;
 pub mod host;
 pub mod ipam;
 pub mod keys;
-pub mod lab;
 pub mod lb;
 pub mod metrics;
 pub mod node;
@@ -38,6 +35,5 @@ pub mod reconciler;
 pub mod records;
 pub mod spec;
 pub mod state;
+pub mod sys;
 pub mod tables;
-pub mod testbed;
-pub mod whoami;

@@ -40,7 +40,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Demo(args) => agent::demo::main(&args),
+        Command::Demo(args) => demo(&args),
         Command::Cluster(agent::cli::ClusterCmd::Keys(agent::cli::KeysCmd::Generate { bytes })) => {
             println!("{}", agent::commands::generate_key(bytes));
             ExitCode::SUCCESS
@@ -50,21 +50,7 @@ fn main() -> ExitCode {
             tcp,
             udp,
             max_secs,
-        }) => {
-            let name = name.unwrap_or_else(|| {
-                std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .map(|s| s.trim().to_string())
-                    .unwrap_or_else(|_| "whoami".into())
-            });
-            match agent::whoami::serve(&name, &tcp, &udp, std::time::Duration::from_secs(max_secs))
-            {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("swarmnet debug whoami: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        }) => whoami(name, &tcp, &udp, max_secs),
         cmd => {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -88,4 +74,41 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+#[cfg(feature = "demo")]
+fn demo(args: &agent::cli::DemoArgs) -> ExitCode {
+    lab::demo::main(&lab::demo::DemoArgs { keep: args.keep })
+}
+
+#[cfg(not(feature = "demo"))]
+fn demo(_: &agent::cli::DemoArgs) -> ExitCode {
+    eprintln!(
+        "swarmnet demo: this build has no demo; build with `--features demo` (scripts/demo.sh does)"
+    );
+    ExitCode::from(2)
+}
+
+#[cfg(feature = "demo")]
+fn whoami(name: Option<String>, tcp: &[u16], udp: &[u16], max_secs: u64) -> ExitCode {
+    let name = name.unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "whoami".into())
+    });
+    match lab::whoami::serve(&name, tcp, udp, std::time::Duration::from_secs(max_secs)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("swarmnet debug whoami: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "demo"))]
+fn whoami(_: Option<String>, _: &[u16], _: &[u16], _: u64) -> ExitCode {
+    eprintln!(
+        "swarmnet debug whoami: this build has no whoami; build with `--features demo` (scripts/demo.sh does)"
+    );
+    ExitCode::from(2)
 }

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use agent::dns::DnsMetrics;
 use agent::dns::Transport;
 use agent::dns::forward::{UpstreamPool, forward};
-use agent::dns::stub::Stub;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
+use lab::stub_dns::Stub;
 
 async fn stub(names: usize) -> (SocketAddr, Arc<Stub>, Vec<tokio::task::JoinHandle<()>>) {
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use agent::dns::stub::Stub;
 use agent::dns::{
     DnsConfig, DnsMetrics, Resolver, Zone, parse_resolv_conf, remove_resolv_conf,
     render_resolv_conf, write_resolv_conf,
 };
 use agent::records::{EndpointRecord, NetworkDef, ServiceDef, ServiceMode};
+use lab::stub_dns::Stub;
 use networkdb::NodeId;
 use nix::sched::{CloneFlags, setns};
 

@@ -58,7 +58,7 @@ fn ok(args: &[&str]) {
 }
 
 fn has_tool(tool: &str) -> bool {
-    agent::lab::find_tool(tool).is_some()
+    lab::find_tool(tool).is_some()
 }
 
 /// Why this machine cannot run the tests, if it cannot.

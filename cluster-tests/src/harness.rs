@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use agent::testbed::{self, AgentCluster, ClusterOptions};
+use lab::testbed::{self, AgentCluster, ClusterOptions};
 
 /// The `swarmnet` binary under test: `$SWARMNET_BIN`, else `target/<profile>/swarmnet`,
 /// rebuilt first when any source it is built from is newer than it (`cargo test -p

@@ -11,9 +11,9 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use agent::lab::{ensure_tools, netns_resolv_conf};
-use agent::testbed::{AgentCluster, Container};
 use cluster_tests::harness::cluster;
+use lab::testbed::{AgentCluster, Container};
+use lab::{ensure_tools, netns_resolv_conf};
 
 const PROPAGATION: Duration = Duration::from_secs(10);
 

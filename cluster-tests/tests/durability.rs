@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use agent::lab::{LabProcess, ensure_tools, netns_resolv_conf};
-use agent::testbed::{AgentCluster, Container};
 use cluster_tests::harness::cluster_with;
+use lab::testbed::{AgentCluster, Container};
+use lab::{LabProcess, ensure_tools, netns_resolv_conf};
 use serde_json::Value;
 
 const PROBE: &str = env!("CARGO_BIN_EXE_probe");

@@ -12,8 +12,8 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use agent::testbed::{self, AgentCluster, ClusterOptions, Container, Network};
 use cluster_tests::harness::{cluster, swarmnet};
+use lab::testbed::{self, AgentCluster, ClusterOptions, Container, Network};
 
 /// Failure detection plus one reconcile, as seen in another host's dataplane: generous.
 const FAILURE_BOUND: Duration = Duration::from_secs(15);
@@ -95,7 +95,7 @@ fn eth0_mtu(c: &AgentCluster, x: &Container) -> u32 {
 }
 
 fn netns_listed(prefix: &str) -> Vec<String> {
-    agent::lab::netns_listed(prefix).expect("ip netns list")
+    lab::netns_listed(prefix).expect("ip netns list")
 }
 
 #[test]
@@ -393,7 +393,7 @@ fn serial_a_panicking_test_leaves_no_namespace_or_agent_behind() {
         assert_eq!(netns_listed(p), Vec::<String>::new(), "{p}");
     }
     for pid in pids {
-        assert!(agent::lab::process_gone(pid), "agent {pid} survived");
+        assert!(lab::process_gone(pid), "agent {pid} survived");
     }
     // Kept for post-mortems when panicking; this panic was staged.
     let _ = std::fs::remove_dir_all(dir);

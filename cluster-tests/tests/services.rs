@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use agent::lab::LabProcess;
-use agent::testbed::{AgentCluster, Container};
 use cluster_tests::harness::cluster;
+use lab::LabProcess;
+use lab::testbed::{AgentCluster, Container};
 use serde_json::Value;
 
 /// Gossip of a change to every container's balancer: generous.

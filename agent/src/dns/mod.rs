@@ -12,7 +12,6 @@
 //! | `server` | the UDP and TCP serving loops |
 //! | [`resolver`] | [`Resolver`]: `set_zone`, `sync`, `shutdown` |
 //! | [`metrics`] | [`DnsMetrics`] |
-//! | [`stub`] | a tiny authoritative server: the upstream of tests and benchmarks |
 //!
 //! Integration (the agent): `let dns = Resolver::new(config, metrics.clone())` once, with
 //! `metrics.register(&mut registry)`; on every table change `dns.set_zone(Arc::new(
@@ -29,7 +28,6 @@ pub mod query;
 pub mod resolv_conf;
 pub mod resolver;
 mod server;
-pub mod stub;
 pub mod zone;
 
 #[cfg(test)]

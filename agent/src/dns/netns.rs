@@ -12,11 +12,9 @@
 //! `dig` would reject a reply from another port), and the packets never leave `lo`, so
 //! `route_localnet` is not needed either.
 
-use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use nix::sched::{CloneFlags, setns};
 
@@ -125,12 +123,8 @@ pub async fn ensure_rules(
 ) -> Result<bool, DnsError> {
     let shown = path.display().to_string();
     in_netns(path, move || {
-        let listed = Command::new(nft_binary(&nft))
-            .args(["list", "table", "ip", NFT_TABLE])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        let listed = crate::sys::nft(None, &["list", "table", "ip", NFT_TABLE], None)
+            .map(|o| o.stdout)
             .unwrap_or_default();
         let intact = listed.contains(&format!("udp dport 53 dnat to {RESOLVER_IP}:{udp_port}"))
             && listed.contains(&format!("tcp dport 53 dnat to {RESOLVER_IP}:{tcp_port}"));
@@ -175,47 +169,12 @@ pub fn dnat_script(udp_port: u16, tcp_port: u16) -> String {
     )
 }
 
-/// `nft` from config: a bare name is looked up in `$PATH`, then the sbin directories.
-fn nft_binary(nft: &Path) -> PathBuf {
-    if nft.components().count() > 1 {
-        return nft.to_path_buf();
-    }
-    let dirs = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    dirs.into_iter()
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(nft))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| nft.to_path_buf())
-}
-
 /// Runs `nft -f -` with `script` (the child inherits the calling thread's namespace).
-fn nft_apply(nft: &Path, ns: &str, script: &str) -> Result<(), DnsError> {
-    let err = |detail: String| DnsError::Nft {
+fn nft_apply(_nft: &Path, ns: &str, script: &str) -> Result<(), DnsError> {
+    crate::sys::nft_apply(None, script).map_err(|e| DnsError::Nft {
         netns: ns.to_string(),
-        detail,
-    };
-    let mut child = Command::new(nft_binary(nft))
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| err(format!("spawn {}: {e}", nft.display())))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| err(format!("write script: {e}")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| err(format!("wait: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()))
-    }
+        detail: e.to_string(),
+    })
 }
 
 /// The (UDP, TCP) ports of a namespace's sockets.

@@ -41,10 +41,8 @@
 //! with `nsenter --net=<netns>`; it rewrites the whole table when anything in it differs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use ipvs::{Destination, Family, Handle, Service, ServiceKey};
 
@@ -579,48 +577,16 @@ fn ipvs_err(what: &str, e: ipvs::Error) -> LbError {
     }
 }
 
-/// Runs `nft` in the namespace at `netns` with `args`, feeding `stdin`.
-fn nft(
-    netns: &Path,
-    args: &[&str],
-    stdin: Option<&str>,
-) -> Result<(bool, String, String), LbError> {
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net={}", netns.display()))
-        .arg("nft")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| kernel("spawn nsenter nft", e))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .map_err(|e| kernel("write to nft", e))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| kernel("wait for nft", e))?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
-
 /// Reads the table's actual rules (absent table: the default, empty state).
 pub fn read_nft(netns: &Path) -> Result<NftActual, LbError> {
-    let (ok, stdout, stderr) = nft(netns, &["-j", "list", "table", "ip", TABLE], None)?;
-    if !ok {
-        if stderr.contains("No such file or directory") {
-            return Ok(NftActual::default());
-        }
-        return Err(kernel("nft list table", stderr.trim()));
+    let out = crate::sys::nft(Some(netns), &["-j", "list", "table", "ip", TABLE], None)?;
+    if out.table_absent() {
+        return Ok(NftActual::default());
     }
-    parse_nft_json(&stdout).map_err(|e| kernel("nft list table", e))
+    if !out.ok {
+        return Err(kernel("nft list table", out.stderr));
+    }
+    parse_nft_json(&out.stdout).map_err(|e| kernel("nft list table", e))
 }
 
 /// Applies the nftables ops of a plan (the IPVS ones are skipped).
@@ -632,10 +598,7 @@ pub fn apply_nft(netns: &Path, ops: &[Op]) -> Result<usize, LbError> {
             Op::NftDelete => format!("table ip {TABLE} {{}}\ndelete table ip {TABLE}\n"),
             _ => continue,
         };
-        let (ok, _, stderr) = nft(netns, &["-f", "-"], Some(&text))?;
-        if !ok {
-            return Err(kernel("nft -f", stderr.trim()));
-        }
+        crate::sys::nft_apply(Some(netns), &text)?;
         n += 1;
     }
     Ok(n)

@@ -104,6 +104,8 @@ pub enum LbError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tool(#[from] crate::sys::SysError),
 }
 
 /// A load-balancer backend. Blocking: the agent calls it from a blocking thread.

@@ -16,11 +16,9 @@
 //! else); call [`NftLoadBalancer::forget`] when a namespace goes away.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -63,8 +61,8 @@ impl NftLoadBalancer {
 
     /// Whether this machine can run the balancer: `nft` and `nsenter` are installed.
     pub fn available() -> Result<(), LbError> {
-        tool("nft")?;
-        tool("nsenter")?;
+        crate::sys::tool("nft")?;
+        crate::sys::tool("nsenter")?;
         Ok(())
     }
 }
@@ -171,74 +169,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn tool(name: &str) -> Result<PathBuf, LbError> {
-    crate::lab::find_tool(name).ok_or_else(|| LbError::Kernel {
-        what: format!("`{name}`"),
-        detail: "not installed (scripts/install-deps.sh installs it)".into(),
-    })
-}
-
-fn nft_in(netns: &Path) -> Result<Command, LbError> {
-    let mut c = Command::new(tool("nsenter")?);
-    c.arg(format!("--net={}", netns.display()))
-        .arg("--")
-        .arg(tool("nft")?);
-    Ok(c)
-}
-
 /// The table as the kernel has it; `None` when there is none.
 pub fn read(netns: &Path) -> Result<Option<Actual>, LbError> {
-    let out = nft_in(netns)?
-        .args(["-j", "list", "table", "ip", TABLE])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| LbError::Kernel {
-            what: "run nft".into(),
-            detail: e.to_string(),
-        })?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        if err.contains("No such file or directory") {
-            return Ok(None);
-        }
+    let out = crate::sys::nft(Some(netns), &["-j", "list", "table", "ip", TABLE], None)?;
+    if out.table_absent() {
+        return Ok(None);
+    }
+    let what = || format!("nft list table ip {TABLE} in {}", netns.display());
+    if !out.ok {
         return Err(LbError::Kernel {
-            what: format!("nft list table ip {TABLE} in {}", netns.display()),
-            detail: err.trim().to_string(),
+            what: what(),
+            detail: out.stderr,
         });
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    nft_state::parse(&text)
+    nft_state::parse(&out.stdout)
         .map(Some)
         .map_err(|detail| LbError::Kernel {
-            what: format!("nft list table ip {TABLE} in {}", netns.display()),
+            what: what(),
             detail,
         })
 }
 
 /// Applies `script` with one `nft -f -` (one transaction: all or nothing).
 pub fn apply(netns: &Path, script: &str) -> Result<(), LbError> {
-    let err = |detail: String| LbError::Kernel {
-        what: format!("nft -f in {}", netns.display()),
-        detail,
-    };
-    let mut child = nft_in(netns)?
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| err(e.to_string()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| err(e.to_string()))?;
-    }
-    let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()))
-    }
+    Ok(crate::sys::nft_apply(Some(netns), script)?)
 }
 
 /// Timings of [`bench_program`].

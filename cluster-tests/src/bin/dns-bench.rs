@@ -28,13 +28,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent::dns::stub::Stub;
 use agent::dns::{DnsConfig, DnsMetrics, Resolver, Zone};
-use agent::lab::find_tool;
 use agent::records::{EndpointRecord, NetworkDef, ServiceDef, ServiceMode};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use cluster_tests::serf::percentile;
+use lab::find_tool;
+use lab::stub_dns::Stub;
 use networkdb::NodeId;
 use serde_json::{Value, json};
 

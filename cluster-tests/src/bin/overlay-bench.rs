@@ -23,11 +23,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use agent::lab::{Lab, NETNS_DIR, ensure_tools, find_tool};
-use agent::testbed::{AgentCluster, swarmnet_binary};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use cluster_tests::serf::percentile;
+use lab::testbed::{AgentCluster, swarmnet_binary};
+use lab::{Lab, NETNS_DIR, ensure_tools, find_tool};
 use serde_json::{Value, json};
 
 #[derive(Parser, Debug)]

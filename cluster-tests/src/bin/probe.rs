@@ -1,7 +1,7 @@
 //! `probe`: the test traffic of the service tests and benchmarks, run inside container
 //! namespaces (std only, no runtime).
 //!
-//! * `probe serve --name N --tcp P... --udp P...`: [`agent::whoami::serve`] (what
+//! * `probe serve --name N --tcp P... --udp P...`: [`lab::whoami::serve`] (what
 //!   `swarmnet debug whoami` runs): HTTP/1.0 answers `N <client ip>\n`, `HOLD\n` connections
 //!   answer every line, UDP answers every datagram. Exits after `--max-secs` (default 600).
 //! * `probe http ADDR PORT --count C [--parallel P]`: C short connections (HTTP GET), JSON
@@ -115,7 +115,7 @@ fn main() -> Result<()> {
             tcp,
             udp,
             max_secs,
-        } => Ok(agent::whoami::serve(
+        } => Ok(lab::whoami::serve(
             &name,
             &tcp,
             &udp,

@@ -23,10 +23,10 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent::lab::{Lab, LabProcess, ensure_tools};
-use agent::testbed::{AgentCluster, ClusterOptions, Container, swarmnet_binary};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
+use lab::testbed::{AgentCluster, ClusterOptions, Container, swarmnet_binary};
+use lab::{Lab, LabProcess, ensure_tools};
 use serde_json::{Value, json};
 
 #[derive(Parser, Debug)]

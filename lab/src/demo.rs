@@ -18,9 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use clap::Args;
 
-use crate::lab::{Lab, ensure_tools, find_tool};
+use crate::netns::{Lab, ensure_tools, find_tool};
 use crate::testbed::{AgentCluster, ClusterOptions, Container, TOOLS};
 
 /// Hosts in the demo.
@@ -34,12 +33,10 @@ const STEPS: usize = 8;
 /// Tools of the demo beyond the lab's.
 const DEMO_TOOLS: [&str; 2] = ["curl", "getent"];
 
-/// Flags of `swarmnet demo`.
-#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+/// What `swarmnet demo` was asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DemoArgs {
-    /// Keep the cluster running after the demo, until Enter or Ctrl-C, to explore it with the
-    /// CLI (the commands to try are printed).
-    #[arg(long)]
+    /// Keep the cluster running after the demo, until Enter or Ctrl-C.
     pub keep: bool,
 }
 
@@ -268,7 +265,7 @@ fn run(args: &DemoArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
         "      each backend runs `swarmnet debug whoami --tcp 80` (answers with its name and the caller's address)"
     );
     let client_ns = c.lab.container_path(0, "client");
-    let rc = crate::lab::netns_resolv_conf(&client_ns)?;
+    let rc = crate::netns::netns_resolv_conf(&client_ns)?;
     let rc_s = rc.display().to_string();
     let client = c.attach_with(0, NETWORK, "client", &["--resolv-conf", &rc_s])?;
     println!(
@@ -411,7 +408,7 @@ fn run(args: &DemoArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
         .chain(c.hosts.iter().map(|h| format!("{}-", h.prefix)))
         .collect();
     drop(c);
-    let left: Vec<String> = std::fs::read_dir(crate::lab::NETNS_DIR)
+    let left: Vec<String> = std::fs::read_dir(crate::netns::NETNS_DIR)
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())

@@ -1,5 +1,5 @@
-//! A tiny authoritative DNS server for tests and benchmarks: the "upstream" the resolver
-//! forwards to. Not used by the agent itself.
+//! A tiny authoritative DNS server for tests and benchmarks: the "upstream" the agent's
+//! resolver forwards to.
 //!
 //! It answers A queries for the names it holds (NXDOMAIN for others, an empty NOERROR for
 //! other types), over UDP (truncated to 512 bytes, or the query's EDNS size, with TC set)
@@ -10,15 +10,35 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use hickory_proto::op::Edns;
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{RData, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
-use super::query::{Limits, MAX_TCP_MESSAGE, Transport, encode_within, reply_limit, response_to};
-use super::zone::key_of;
-use super::zone::key_of_name;
+/// Largest DNS message over TCP.
+const MAX_TCP_MESSAGE: usize = 65535;
+/// Largest UDP reply without EDNS.
+const MIN_UDP_PAYLOAD: u16 = 512;
+/// Largest UDP reply with EDNS.
+const MAX_UDP_PAYLOAD: u16 = 4096;
+
+/// The transport a query came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Lookup key of a name: lower case, no trailing dot.
+fn key_of(name: &Name) -> String {
+    let mut s = name.to_lowercase().to_ascii();
+    if s.ends_with('.') {
+        s.pop();
+    }
+    s
+}
 
 /// The names a stub serves and what it counted.
 #[derive(Debug, Default)]
@@ -34,7 +54,11 @@ impl Stub {
         Arc::new(Stub {
             names: names
                 .into_iter()
-                .filter_map(|(n, ips)| key_of(n).map(|k| (k, ips)))
+                .filter_map(|(n, ips)| {
+                    Name::from_ascii(n.trim_end_matches('.'))
+                        .ok()
+                        .map(|name| (key_of(&name), ips))
+                })
                 .collect(),
             ..Stub::default()
         })
@@ -46,14 +70,17 @@ impl Stub {
         if q.message_type != MessageType::Query || q.queries.len() != 1 {
             return None;
         }
-        let limits = Limits {
-            ttl: 60,
-            max_udp_payload: 4096,
-        };
-        let mut m = response_to(&q, limits);
+        let mut m = Message::response(q.id, q.op_code);
+        m.metadata.recursion_desired = q.recursion_desired;
         m.metadata.authoritative = true;
+        m.queries = q.queries.clone();
+        if q.edns.is_some() {
+            let mut e = Edns::new();
+            e.set_max_payload(MAX_UDP_PAYLOAD);
+            m.edns = Some(e);
+        }
         let question = &q.queries[0];
-        match self.names.get(&key_of_name(question.name())) {
+        match self.names.get(&key_of(question.name())) {
             None => m.metadata.response_code = ResponseCode::NXDomain,
             Some(ips) if question.query_type() == RecordType::A => {
                 m.answers = ips
@@ -63,7 +90,21 @@ impl Stub {
             }
             Some(_) => {}
         }
-        encode_within(&m, reply_limit(&q, transport, limits))
+        let limit = match transport {
+            Transport::Tcp => MAX_TCP_MESSAGE,
+            Transport::Udp => q.edns.as_ref().map_or(MIN_UDP_PAYLOAD, |e| {
+                e.max_payload().clamp(MIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD)
+            }) as usize,
+        };
+        let full = m.to_vec().ok()?;
+        if full.len() <= limit {
+            return Some(full);
+        }
+        // Too big for this transport: truncated, without answers (the client retries over
+        // TCP).
+        m.metadata.truncation = true;
+        m.answers.clear();
+        m.to_vec().ok()
     }
 
     /// Serves UDP on `sock` until the task is dropped.

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use serde_json::Value;
 
-use crate::lab::{Lab, LabProcess, NETNS_DIR, ensure_tools};
+use crate::netns::{Lab, LabProcess, NETNS_DIR, ensure_tools};
 
 /// Gossip port every agent listens on (each in its own host namespace).
 pub const GOSSIP_PORT: u16 = 7946;
