@@ -201,6 +201,16 @@ pub enum ServiceCmd {
         /// Extra DNS name (repeatable).
         #[arg(long = "alias")]
         aliases: Vec<String>,
+        /// Port to publish on every node's own addresses: PUBLISHED[:TARGET][/PROTO]
+        /// (default tcp), e.g. 8080:80/tcp. Repeatable. Backends on the first network
+        /// receive TARGET and see the client's own address.
+        #[arg(long = "publish", value_name = "PUBLISHED[:TARGET][/PROTO]")]
+        publish: Vec<String>,
+        /// mesh: every node answers, balancing over all backends; local: a node answers only
+        /// with its own backends (health at /published/<proto>/<port> on the metrics
+        /// listener, for an external balancer).
+        #[arg(long, default_value = "mesh", value_parser = ["mesh", "local"])]
+        publish_mode: String,
     },
     /// List services.
     #[command(alias = "list")]

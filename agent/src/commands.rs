@@ -241,17 +241,37 @@ pub async fn run(args: &ClientArgs, cmd: Command) -> Result<String, CommandError
                     mode,
                     ports,
                     aliases,
+                    publish,
+                    publish_mode,
                 } => {
                     let ports = ports
                         .iter()
                         .map(|p| parse_port(p))
                         .collect::<Result<Vec<_>, _>>()?;
+                    let published = publish
+                        .iter()
+                        .map(|p| {
+                            parse_port(p).map(|q| pb::PublishedPort {
+                                protocol: q.protocol,
+                                published_port: q.port,
+                                target_port: q.target_port,
+                                mode: publish_mode.clone(),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| match e {
+                            CommandError::Usage(m) => {
+                                CommandError::Usage(m.replacen("--port", "--publish", 1))
+                            }
+                            other => other,
+                        })?;
                     let req = pb::CreateServiceRequest {
                         name,
                         networks,
                         mode,
                         ports,
                         aliases,
+                        published,
                     };
                     let s = c.create(req).await?.into_inner();
                     show(json, &s, output::service)

@@ -12,6 +12,10 @@ use serde::Deserialize;
 
 use crate::pools::{self, Pools};
 
+pub mod publish;
+
+pub use publish::{PublishArgs, PublishConfig};
+
 pub const DEFAULT_API: &str = "unix:///run/swarmnet/api.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/swarmnet";
 pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
@@ -195,6 +199,9 @@ pub struct AgentArgs {
     /// Forwarded DNS queries in flight at once; more get SERVFAIL at once [default: 1024].
     #[arg(long, value_name = "N")]
     pub dns_max_forwards: Option<usize>,
+    /// Published ports (the routing mesh).
+    #[command(flatten)]
+    pub publish: PublishArgs,
 }
 
 /// The config file: the same keys as the flags (with `_`), plus `gossip_keys`, `join` and
@@ -236,6 +243,14 @@ pub struct FileConfig {
     pub dns_ttl_secs: Option<u32>,
     pub dns_timeout_ms: Option<u64>,
     pub dns_max_forwards: Option<usize>,
+    #[serde(default)]
+    pub publish_addrs: Vec<String>,
+    #[serde(default)]
+    pub publish_interfaces: Vec<String>,
+    pub publish_lease_secs: Option<u64>,
+    pub publish_idle_timeout_secs: Option<u32>,
+    #[serde(default)]
+    pub publish_accept_iptables: bool,
 }
 
 impl FileConfig {
@@ -341,6 +356,8 @@ pub struct AgentConfig {
     pub node_reap: Duration,
     /// The embedded DNS resolver's settings.
     pub dns: crate::dns::DnsConfig,
+    /// Published ports (the routing mesh).
+    pub publish: PublishConfig,
 }
 
 impl AgentConfig {
@@ -356,6 +373,7 @@ impl AgentConfig {
     /// Flags win over the file; then every value is checked.
     pub fn merge(a: &AgentArgs, f: FileConfig) -> Result<Self, ConfigError> {
         let dns = dns_config(a, &f)?;
+        let publish = PublishConfig::merge(&a.publish, &f)?;
         let node_name = match a.node_name.clone().or(f.node_name) {
             Some(n) => n,
             None => hostname(),
@@ -612,6 +630,7 @@ impl AgentConfig {
             reconcile_interval: Duration::from_secs(secs),
             node_reap: Duration::from_secs(node_reap),
             dns,
+            publish,
         })
     }
 }

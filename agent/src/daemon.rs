@@ -150,7 +150,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), DaemonError> {
     let rec = tokio::spawn(reconciler::run(agent.clone(), stop_rx.clone()));
     let metrics = metrics_listener.map(|l| {
         tracing::info!(addr = ?l.local_addr().ok(), "serving /metrics and /healthz");
-        let (a1, a2) = (agent.clone(), agent.clone());
+        let (a1, a2, a3) = (agent.clone(), agent.clone(), agent.clone());
         tokio::spawn(crate::metrics::serve(
             l,
             move || {
@@ -169,6 +169,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), DaemonError> {
                         .map_err(|e| format!("networkdb: {e}\n"))
                 })
             },
+            move |path: &str| a3.reconciler.published_health(path),
         ))
     });
     for ep in &cfg.api {

@@ -12,6 +12,7 @@
 //! | [`dataplane`], [`host`] | the kernel behind a trait; host facts |
 //! | [`api`], [`client`], [`commands`], [`output`] | gRPC server, client, CLI output |
 //! | [`metrics`] | Prometheus metrics and `/healthz` |
+//! | [`mesh`] | published ports: the routing mesh on the nodes' own addresses |
 
 pub mod api;
 pub mod cli;
@@ -27,6 +28,7 @@ pub mod host;
 pub mod ipam;
 pub mod keys;
 pub mod lb;
+pub mod mesh;
 pub mod metrics;
 pub mod node;
 pub mod output;

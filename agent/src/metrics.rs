@@ -1,4 +1,5 @@
-//! Prometheus metrics and the small HTTP listener that serves them (`/metrics`, `/healthz`).
+//! Prometheus metrics and the small HTTP listener that serves them (`/metrics`, `/healthz`,
+//! and `/published/<proto>/<port>`: whether this node answers a published port).
 //!
 //! The listener is off unless `metrics_addr` is configured (a bare port binds loopback). It
 //! answers one GET per connection and reads at most [`MAX_REQUEST`] bytes of a request.
@@ -46,6 +47,13 @@ pub struct Metrics {
     pub esp_sas: Gauge,
     /// Failed IPsec operations and reconciles (retried).
     pub esp_errors: Counter<u64, AtomicU64>,
+    /// Published ports this node programs, and those it answers (ready).
+    pub mesh_ports: Gauge,
+    pub mesh_ready_ports: Gauge,
+    /// Kernel changes of the mesh (host table, backend containers).
+    pub mesh_changes: Counter<u64, AtomicU64>,
+    /// Failed mesh programs (retried).
+    pub mesh_errors: Counter<u64, AtomicU64>,
     /// Last gossip byte totals seen (counters only move forward by the difference).
     last_bytes: Mutex<(u64, u64)>,
 }
@@ -70,6 +78,10 @@ impl Default for Metrics {
             esp_supported: Gauge::default(),
             esp_sas: Gauge::default(),
             esp_errors: Counter::default(),
+            mesh_ports: Gauge::default(),
+            mesh_ready_ports: Gauge::default(),
+            mesh_changes: Counter::default(),
+            mesh_errors: Counter::default(),
             dns: crate::dns::DnsMetrics::default(),
             last_bytes: Mutex::new((0, 0)),
             registry: Registry::default(),
@@ -111,6 +123,26 @@ impl Default for Metrics {
             "esp_errors",
             "Failed IPsec operations and reconciles (retried)",
             m.esp_errors.clone(),
+        );
+        registry.register(
+            "published_ports",
+            "Published ports this node programs",
+            m.mesh_ports.clone(),
+        );
+        registry.register(
+            "published_ports_ready",
+            "Published ports this node answers with a backend",
+            m.mesh_ready_ports.clone(),
+        );
+        registry.register(
+            "mesh_changes",
+            "Kernel changes of the published-port mesh",
+            m.mesh_changes.clone(),
+        );
+        registry.register(
+            "mesh_errors",
+            "Failed programs of the published-port mesh (retried)",
+            m.mesh_errors.clone(),
         );
         registry.register("endpoints", "Endpoints on this node", m.endpoints.clone());
         registry.register(
@@ -194,9 +226,13 @@ impl Default for AcceptBackoff {
     }
 }
 
+/// What an extra path answers: `None` is 404; `Ok` 200 and `Err` 503, with the body.
+pub type Answer = Option<Result<String, String>>;
+
 /// Serve `/metrics` and `/healthz` on `listener` until the task is dropped. `refresh` is
-/// called before each `/metrics` answer to update gauges, and `healthy` answers `/healthz`.
-pub async fn serve<R, H>(listener: TcpListener, refresh: R, healthy: H)
+/// called before each `/metrics` answer to update gauges, `healthy` answers `/healthz`, and
+/// `other` answers every other GET path (published-port health).
+pub async fn serve<R, H, O>(listener: TcpListener, refresh: R, healthy: H, other: O)
 where
     R: Fn() -> futures::future::BoxFuture<'static, String> + Send + Sync + Clone + 'static,
     H: Fn() -> futures::future::BoxFuture<'static, Result<String, String>>
@@ -204,6 +240,7 @@ where
         + Sync
         + Clone
         + 'static,
+    O: Fn(&str) -> Answer + Send + Sync + Clone + 'static,
 {
     let mut backoff = AcceptBackoff::default();
     loop {
@@ -220,7 +257,7 @@ where
                 continue;
             }
         };
-        let (refresh, healthy) = (refresh.clone(), healthy.clone());
+        let (refresh, healthy, other) = (refresh.clone(), healthy.clone(), other.clone());
         tokio::spawn(async move {
             let mut buf = vec![0u8; MAX_REQUEST];
             let mut len = 0;
@@ -254,7 +291,11 @@ where
                     Ok(s) => ("200 OK", "text/plain", s),
                     Err(s) => ("503 Service Unavailable", "text/plain", s),
                 },
-                ("GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),
+                ("GET", p) => match other(p) {
+                    Some(Ok(s)) => ("200 OK", "application/json", s),
+                    Some(Err(s)) => ("503 Service Unavailable", "application/json", s),
+                    None => ("404 Not Found", "text/plain", "not found\n".into()),
+                },
                 _ => (
                     "405 Method Not Allowed",
                     "text/plain",

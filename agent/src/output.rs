@@ -162,10 +162,11 @@ pub fn services(list: &[pb::Service]) -> String {
                     .collect::<Vec<_>>()
                     .join(", "),
                 ports_text(&s.ports),
+                published_text(&s.published),
             ]
         })
         .collect();
-    table(&["NAME", "ID", "MODE", "VIPS", "PORTS"], &rows)
+    table(&["NAME", "ID", "MODE", "VIPS", "PORTS", "PUBLISHED"], &rows)
 }
 
 pub fn service(s: &pb::Service) -> String {
@@ -182,6 +183,9 @@ pub fn service(s: &pb::Service) -> String {
     }
     if !s.aliases.is_empty() {
         kv("Aliases:", s.aliases.join(", "));
+    }
+    if !s.published.is_empty() {
+        kv("Published:", published_text(&s.published));
     }
     if !s.backends.is_empty() {
         let rows: Vec<Vec<String>> = s
@@ -207,7 +211,47 @@ pub fn service(s: &pb::Service) -> String {
             &rows,
         ));
     }
+    if !s.published_status.is_empty() {
+        let rows: Vec<Vec<String>> = s
+            .published_status
+            .iter()
+            .map(|p| {
+                vec![
+                    format!("{}/{}", p.published_port, p.protocol),
+                    if p.node_name.is_empty() {
+                        p.node_id.clone()
+                    } else {
+                        p.node_name.clone()
+                    },
+                    if p.ready { "ready" } else { "not ready" }.into(),
+                    if p.ready {
+                        format!("{} backends", p.backends)
+                    } else {
+                        p.reason.clone()
+                    },
+                ]
+            })
+            .collect();
+        out.push_str("Published ports per node:\n");
+        out.push_str(&table(&["PORT", "NODE", "STATE", "DETAIL"], &rows));
+    }
     out
+}
+
+/// `8080:80/tcp (mesh), 53/udp (local)`.
+pub fn published_text(ports: &[pb::PublishedPort]) -> String {
+    ports
+        .iter()
+        .map(|p| {
+            let target = if p.target_port == 0 || p.target_port == p.published_port {
+                String::new()
+            } else {
+                format!(":{}", p.target_port)
+            };
+            format!("{}{target}/{} ({})", p.published_port, p.protocol, p.mode)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn members(list: &[pb::Member]) -> String {

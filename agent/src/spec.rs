@@ -104,6 +104,8 @@ pub struct ServiceRequest {
     /// Sorted, unique by (protocol, port).
     pub ports: Vec<PortSpec>,
     pub aliases: Vec<String>,
+    /// Published ports, sorted, unique by (protocol, published port).
+    pub published: Vec<crate::records::PublishedPort>,
 }
 /// Most keys in one ring of `SetKeys`.
 pub const MAX_RING_KEYS: usize = 3;

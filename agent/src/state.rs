@@ -51,6 +51,18 @@ pub struct LocalEndpoint {
     pub resolv_conf: Option<PathBuf>,
 }
 
+/// This node's ingress endpoint on one network: its door into the overlay for published
+/// ports (see [`crate::mesh`]). Its network is in [`LocalState::networks`] while it exists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressEndpoint {
+    /// Endpoint id in the network's `peers` table (`ingress-<node id>`).
+    pub id: String,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    /// Interface name in the host namespace.
+    pub ifname: String,
+}
+
 /// Everything this node owns.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalState {
@@ -71,6 +83,9 @@ pub struct LocalState {
     /// local endpoints): a copy of the definition as it was when the first VIP was taken.
     #[serde(default)]
     pub vip_networks: BTreeMap<String, NetworkDef>,
+    /// Ingress endpoints by network id (published ports need them; see [`IngressEndpoint`]).
+    #[serde(default)]
+    pub ingress: BTreeMap<String, IngressEndpoint>,
 }
 
 impl LocalState {

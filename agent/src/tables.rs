@@ -13,8 +13,8 @@ use networkdb::{CLUSTER, NodeId};
 use crate::conflict::{self, Verdict};
 use crate::error::Result;
 use crate::records::{
-    self, ENDPOINTS, EndpointRecord, NETWORKS, NODES, NetworkDef, NodeRecord, PEERS, PeerRecord,
-    SERVICES, ServiceDef,
+    self, ENDPOINTS, EndpointRecord, MESH, MeshRecord, NETWORKS, NODES, NetworkDef, NodeRecord,
+    PEERS, PeerRecord, SERVICES, ServiceDef,
 };
 
 /// Every network definition in the table, with its verdict.
@@ -94,6 +94,19 @@ pub async fn peer_records(db: &Handle, net: &str) -> Result<Vec<PeerEntry>> {
                 owner: e.owner,
                 record,
             })
+        })
+        .collect())
+}
+
+/// The `mesh` table of `net`: (writer node, record).
+pub async fn mesh_records(db: &Handle, net: &str) -> Result<Vec<(NodeId, MeshRecord)>> {
+    Ok(db
+        .snapshot(Some(net), Some(MESH))
+        .await?
+        .into_iter()
+        .filter_map(|e| {
+            let r = records::decode::<MeshRecord>(MESH, &e.key, e.new.as_deref()?)?;
+            Some((e.owner, r))
         })
         .collect())
 }
@@ -198,6 +211,8 @@ pub struct Snapshot {
     pub peers: BTreeMap<String, Vec<PeerEntry>>,
     /// Records of the nodes that are up.
     pub nodes: BTreeMap<NodeId, NodeRecord>,
+    /// `mesh` of every network this node holds, by network id.
+    pub mesh: BTreeMap<String, Vec<(NodeId, MeshRecord)>>,
 }
 
 impl Snapshot {
@@ -213,6 +228,7 @@ impl Snapshot {
             s.endpoints
                 .insert(net.clone(), endpoint_records(db, net).await?);
             s.peers.insert(net.clone(), peer_records(db, net).await?);
+            s.mesh.insert(net.clone(), mesh_records(db, net).await?);
         }
         Ok(s)
     }
@@ -238,6 +254,7 @@ mod tests {
             vips: BTreeMap::new(),
             creator: NodeId(creator),
             created,
+            published: Vec::new(),
         }
     }
 

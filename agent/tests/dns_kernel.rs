@@ -233,6 +233,7 @@ fn tables() -> (
         vips: [("n-blue".to_string(), "10.1.0.100".parse().unwrap())].into(),
         creator: NodeId(1),
         created: 1,
+        published: Vec::new(),
     };
     (vec![net], eps, vec![svc])
 }

@@ -240,6 +240,46 @@ impl Lab {
         Ok(netns_path(&ns))
     }
 
+    /// Creates namespace `<prefix>-<name>` with an `eth0` on the underlay bridge and the
+    /// address `192.168.<k>.<octet>/24`: a client outside every host (as on the hosts' own
+    /// network), for published ports. `octet` is 200..=254 (hosts use 1..=250, so keep
+    /// labs with clients below 200 hosts). Deleted when the lab drops.
+    pub fn add_underlay_client(&mut self, name: &str, octet: u8) -> Result<(PathBuf, Ipv4Addr)> {
+        ensure!(
+            (200..=254).contains(&octet) && usize::from(octet) > self.hosts.len(),
+            "client octet {octet}: use 200..=254, above the hosts"
+        );
+        ensure!(
+            !name.is_empty()
+                && name.len() <= 16
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+            "client name {name:?}: use 1..=16 chars of [a-z0-9]"
+        );
+        let ns = format!("{}-{name}", self.prefix);
+        self.add_netns(&ns)?;
+        let port = format!("ul-{name}");
+        let ul = self.underlay.clone();
+        ip_ok(&[
+            "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port, "netns",
+            &ul,
+        ])?;
+        ip_ok(&["-n", &ul, "link", "set", &port, "master", BRIDGE, "up"])?;
+        let addr = Ipv4Addr::new(192, 168, self.octet, octet);
+        ip_ok(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        ip_ok(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        Ok((netns_path(&ns), addr))
+    }
+
     /// The path [`Lab::add_container`] gives (or gave) container `name` on `host`.
     pub fn container_path(&self, host: usize, name: &str) -> PathBuf {
         netns_path(&format!("{}-h{host}-{name}", self.prefix))

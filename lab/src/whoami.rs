@@ -4,7 +4,9 @@
 //! `probe`.
 //!
 //! * TCP: a connection that starts with `HOLD\n` gets `<name> <client ip>\n` for every line
-//!   it sends (a long-lived connection, at most 36,000 lines); any other connection is read
+//!   it sends (a long-lived connection, at most 36,000 lines; a line `PUSH <ms>` is answered
+//!   only after that many milliseconds, at most 60 s: the server speaks first after an idle
+//!   period); any other connection is read
 //!   as an HTTP request head (at most 8 KiB) and answered with HTTP/1.0 200 whose body is
 //!   `<name> <client ip>\n`, then closed.
 //! * UDP: every datagram is answered with `<name> <client ip>\n`.
@@ -53,7 +55,7 @@ pub fn serve(name: &str, tcp: &[u16], udp: &[u16], max: Duration) -> std::io::Re
 
 fn answer_tcp(name: &str, conn: TcpStream) -> std::io::Result<()> {
     let peer = conn.peer_addr()?.ip();
-    conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+    conn.set_read_timeout(Some(Duration::from_secs(120)))?;
     let mut w = conn.try_clone()?;
     let mut r = BufReader::new(conn);
     let mut first = String::new();
@@ -65,6 +67,12 @@ fn answer_tcp(name: &str, conn: TcpStream) -> std::io::Result<()> {
             let mut line = String::new();
             if r.read_line(&mut line)? == 0 {
                 break;
+            }
+            if let Some(ms) = line
+                .strip_prefix("PUSH ")
+                .and_then(|m| m.trim().parse::<u64>().ok())
+            {
+                std::thread::sleep(Duration::from_millis(ms.min(60_000)));
             }
             w.write_all(body.as_bytes())?;
         }

@@ -69,6 +69,7 @@ fn zone() -> &'static Zone {
             vips: [("n".to_string(), "10.1.0.1".parse().unwrap())].into(),
             creator: networkdb::NodeId(1),
             created: 1,
+            published: Vec::new(),
         };
         Zone::build(&[net], &eps, &[svc])
     })

@@ -76,6 +76,7 @@ fn svc(
             .collect::<BTreeMap<_, _>>(),
         creator: NodeId(1),
         created: 1,
+        published: Vec::new(),
     }
 }
 

@@ -41,6 +41,10 @@ pub struct CtEntry {
     pub orig_dst: Ipv4Addr,
     /// The client's source port (0 for ICMP).
     pub orig_sport: u16,
+    /// The port the client connected to (0 for ICMP).
+    pub orig_dport: u16,
+    /// The connection mark.
+    pub mark: u32,
     /// Who answers: the backend for a DNATed flow.
     pub reply_src: Ipv4Addr,
     /// The original tuple as the kernel sent it, echoed back to delete the entry.
@@ -60,6 +64,42 @@ pub fn stale<'a>(
                 .is_some_and(|backends| !backends.contains(&e.reply_src))
         })
         .collect()
+}
+
+/// Entries marked `mark` whose (protocol, original destination port) is a key of `keep`
+/// and whose reply source is not in that key's set: mesh flows of published ports whose
+/// backend left (the original destination is any of the host's addresses). Pure.
+pub fn stale_mesh<'a>(
+    entries: &'a [CtEntry],
+    mark: u32,
+    keep: &BTreeMap<(u8, u16), BTreeSet<Ipv4Addr>>,
+) -> Vec<&'a CtEntry> {
+    entries
+        .iter()
+        .filter(|e| {
+            e.mark == mark
+                && keep
+                    .get(&(e.proto, e.orig_dport))
+                    .is_some_and(|backends| !backends.contains(&e.reply_src))
+        })
+        .collect()
+}
+
+/// Deletes, in the namespace at `netns`, the entries [`stale_mesh`] selects. Returns how
+/// many were deleted.
+pub fn flush_mesh(
+    netns: &Path,
+    mark: u32,
+    keep: &BTreeMap<(u8, u16), BTreeSet<Ipv4Addr>>,
+) -> Result<usize, LbError> {
+    if keep.is_empty() {
+        return Ok(0);
+    }
+    in_netns(netns, |sock| {
+        let entries = dump_on(sock)?;
+        let doomed = stale_mesh(&entries, mark, keep);
+        delete_on(sock, &doomed)
+    })
 }
 
 /// Deletes, in the namespace at `netns`, every conntrack entry to a VIP of `keep` whose
@@ -109,29 +149,33 @@ fn dump_on(sock: &Socket) -> Result<Vec<CtEntry>, LbError> {
 fn entry_of(attrs: Vec<ConntrackAttribute>) -> Option<CtEntry> {
     let mut orig = None;
     let mut reply = None;
+    let mut mark = 0;
     for a in attrs {
         match a {
             ConntrackAttribute::CtaTupleOrig(t) => orig = Some(t),
             ConntrackAttribute::CtaTupleReply(t) => reply = Some(t),
+            ConntrackAttribute::CtaMark(m) => mark = m,
             _ => {}
         }
     }
     let orig = orig?;
-    let (orig_src, orig_dst, proto, orig_sport) = tuple_fields(&orig)?;
-    let (reply_src, _, _, _) = tuple_fields(&reply?)?;
+    let (orig_src, orig_dst, proto, orig_sport, orig_dport) = tuple_fields(&orig)?;
+    let (reply_src, _, _, _, _) = tuple_fields(&reply?)?;
     Some(CtEntry {
         proto,
         orig_src,
         orig_dst,
         orig_sport,
+        orig_dport,
+        mark,
         reply_src,
         orig,
     })
 }
 
-/// (src, dst, protocol, source port) of an IPv4 tuple.
-fn tuple_fields(t: &[Tuple]) -> Option<(Ipv4Addr, Ipv4Addr, u8, u16)> {
-    let (mut src, mut dst, mut proto, mut sport) = (None, None, None, 0);
+/// (src, dst, protocol, source port, destination port) of an IPv4 tuple.
+fn tuple_fields(t: &[Tuple]) -> Option<(Ipv4Addr, Ipv4Addr, u8, u16, u16)> {
+    let (mut src, mut dst, mut proto, mut sport, mut dport) = (None, None, None, 0, 0);
     for part in t {
         match part {
             Tuple::Ip(ips) => {
@@ -148,6 +192,7 @@ fn tuple_fields(t: &[Tuple]) -> Option<(Ipv4Addr, Ipv4Addr, u8, u16)> {
                     match p {
                         ProtoTuple::Protocol(p) => proto = Some(u8::from(*p)),
                         ProtoTuple::SourcePort(p) => sport = *p,
+                        ProtoTuple::DestinationPort(p) => dport = *p,
                         _ => {}
                     }
                 }
@@ -155,7 +200,7 @@ fn tuple_fields(t: &[Tuple]) -> Option<(Ipv4Addr, Ipv4Addr, u8, u16)> {
             _ => {}
         }
     }
-    Some((src?, dst?, proto?, sport))
+    Some((src?, dst?, proto?, sport, dport))
 }
 
 fn delete_on(sock: &Socket, doomed: &[&CtEntry]) -> Result<usize, LbError> {
@@ -209,6 +254,8 @@ mod tests {
             orig_src: "10.0.0.2".parse().unwrap(),
             orig_dst: dst.parse().unwrap(),
             orig_sport: 40000,
+            orig_dport: 80,
+            mark: 0,
             reply_src: reply.parse().unwrap(),
             orig: Vec::new(),
         }
@@ -229,6 +276,27 @@ mod tests {
         )]);
         let got: Vec<_> = stale(&entries, &keep).into_iter().cloned().collect();
         assert_eq!(got, vec![entries[1].clone(), entries[2].clone()]);
+    }
+
+    #[test]
+    fn stale_mesh_entries_are_marked_flows_of_a_swept_port_answered_by_a_backend_not_kept() {
+        let mk = |port: u16, mark: u32, reply: &str| CtEntry {
+            orig_dport: port,
+            mark,
+            ..entry("192.168.1.1", reply)
+        };
+        let entries = [
+            mk(8080, 7, "10.0.0.3"), // kept
+            mk(8080, 7, "10.0.0.4"), // left
+            mk(8080, 0, "10.0.0.4"), // not a mesh flow
+            mk(9090, 7, "10.0.0.4"), // another port, not swept
+        ];
+        let keep = BTreeMap::from([((6, 8080), BTreeSet::from(["10.0.0.3".parse().unwrap()]))]);
+        let got: Vec<_> = stale_mesh(&entries, 7, &keep)
+            .into_iter()
+            .cloned()
+            .collect();
+        assert_eq!(got, vec![entries[1].clone()]);
     }
 
     #[test]

@@ -323,13 +323,18 @@ impl Agent {
         }
     }
 
-    /// The last local endpoint of `net_id` is gone: drop the sandbox from local state, and,
-    /// unless this node holds VIPs there, its block claims and its membership of the network
-    /// (which tombstones our claims; other nodes' entries are hidden here).
+    /// The last local endpoint of `net_id` is gone: drop the sandbox from local state (unless
+    /// this node's ingress endpoint needs it), and, unless this node holds VIPs or an ingress
+    /// endpoint there, its block claims and its membership of the network (which tombstones
+    /// our claims; other nodes' entries are hidden here).
     pub(super) async fn release_network(&self, net_id: &str) -> Result<()> {
-        let keep = self.local().vip_networks.contains_key(net_id);
+        let local = self.local();
+        let ingress = local.ingress.contains_key(net_id);
+        let keep = local.vip_networks.contains_key(net_id) || ingress;
         self.update_local(|s| {
-            s.networks.remove(net_id);
+            if !ingress {
+                s.networks.remove(net_id);
+            }
             if !keep {
                 s.claims.remove(net_id);
             }

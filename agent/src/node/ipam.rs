@@ -68,6 +68,10 @@ impl Agent {
             u.macs.insert(ep.mac, ep.name.clone());
             u.names.insert(ep.name.clone(), (ep.id.clone(), self.id));
         }
+        if let Some(ing) = local.ingress.get(net_id) {
+            u.holders.insert(ing.ip, ing.id.clone());
+            u.macs.insert(ing.mac, ing.id.clone());
+        }
         // VIPs: every service's, including one that lost a name conflict and is not
         // withdrawn yet, whoever created it (the services table is durable, so a VIP stays
         // reserved while its service lives, even after its creator's blocks were reaped),
@@ -214,6 +218,7 @@ impl Agent {
             .filter(|e| e.network == net_id)
             .map(|e| e.ip)
             .chain(local.vips_on(net_id))
+            .chain(local.ingress.get(net_id).map(|i| i.ip))
             .collect();
         for block in input.releasable(&local_ips) {
             tracing::info!(network = %def.name, %block, "withdrawing a block claim that lost");

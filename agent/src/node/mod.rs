@@ -10,6 +10,7 @@
 mod cluster;
 mod endpoints;
 mod esp;
+mod ingress;
 mod ipam;
 mod keys;
 mod networks;
@@ -37,6 +38,7 @@ use crate::records::{self, NODES, NetworkDef, NodeRecord};
 use crate::state::{LocalState, StateDir};
 
 pub use cluster::{join_loop, resolve_seeds, start_join};
+pub use ingress::ingress_networks;
 
 /// VXLAN over IPv4 overhead subtracted from the underlay MTU.
 pub const VXLAN_OVERHEAD: u32 = 50;

@@ -24,6 +24,9 @@ impl Agent {
             for ep in local.endpoints.values().filter(|e| e.network == *net_id) {
                 self.publish_endpoint(ep).await?;
             }
+            if let Some(ing) = local.ingress.get(net_id) {
+                self.publish_ingress(net_id, ing).await?;
+            }
             tracing::info!(network = %def.name, id = %net_id, "re-announced local endpoints");
         }
         self.recover_services().await?;

@@ -15,7 +15,7 @@ use networkdb::CLUSTER;
 use crate::spec::{FieldError, ServiceModeArg, ServiceRequest};
 use crate::tables;
 
-use super::views::{BackendInfo, EndpointInfo, ServiceInfo, VipInfo};
+use super::views::{BackendInfo, EndpointInfo, PublishedStatusInfo, ServiceInfo, VipInfo};
 use super::{Agent, now_ms};
 use crate::error::{AgentError, Result};
 use crate::records::{
@@ -85,16 +85,14 @@ impl Agent {
     /// CreateService.
     pub async fn create_service(&self, req: ServiceRequest) -> Result<ServiceDef> {
         let _guard = self.create_lock.lock().await;
-        if tables::services(&self.db)
-            .await?
-            .iter()
-            .any(|s| s.name == req.name)
-        {
+        let existing = tables::services(&self.db).await?;
+        if existing.iter().any(|s| s.name == req.name) {
             return Err(AgentError::AlreadyExists(format!(
                 "name: service {} already exists",
                 req.name
             )));
         }
+        self.check_published(&req, &existing)?;
         let view = tables::network_view(&self.db).await?;
         let mut defs = Vec::new();
         for n in &req.networks {
@@ -135,6 +133,7 @@ impl Agent {
             vips: BTreeMap::new(),
             creator: self.id,
             created: now_ms(),
+            published: req.published.clone(),
         };
         if mode == ServiceMode::Vip {
             for def in &defs {
@@ -158,6 +157,38 @@ impl Agent {
         tracing::info!(name = %svc.name, id = %svc.id, vips = ?svc.vips, "service created");
         self.dirty.notify_one();
         Ok(svc)
+    }
+
+    /// Published ports must be free: not published by another service, and (on this node,
+    /// with a dataplane) not held by a process (see [`crate::mesh::reserve`]). Other nodes
+    /// check their own host when they program the port and report a clash per node.
+    fn check_published(&self, req: &ServiceRequest, existing: &[ServiceDef]) -> Result<()> {
+        let live: BTreeSet<(Protocol, u16)> = existing
+            .iter()
+            .flat_map(|s| s.published.iter().map(|p| (p.protocol, p.published)))
+            .collect();
+        for p in &req.published {
+            if let Some(other) = existing.iter().find(|s| {
+                s.published
+                    .iter()
+                    .any(|q| q.protocol == p.protocol && q.published == p.published)
+            }) {
+                return Err(AgentError::AlreadyExists(format!(
+                    "published: {}/{} is already published by service {}",
+                    p.protocol.as_str(),
+                    p.published,
+                    other.name
+                )));
+            }
+            if self.reconciler.dataplane.kind() == crate::config::DataplaneKind::Kernel {
+                self.reconciler
+                    .mesh
+                    .reservations
+                    .check_free(p.protocol, p.published, &live)
+                    .map_err(|why| AgentError::FailedPrecondition(format!("published: {why}")))?;
+            }
+        }
+        Ok(())
     }
 
     /// An address of this node's blocks on `def` for a VIP (joining the network's gossip and
@@ -308,7 +339,46 @@ impl Agent {
                 })
                 .collect(),
             backends: Vec::new(),
+            published_status: Vec::new(),
         };
+        if backends && let Some(net) = svc.publish_network() {
+            let names = self.node_names().await?;
+            let held = self.local().held_networks();
+            let records = if held.contains(net) {
+                tables::mesh_records(&self.db, net).await?
+            } else {
+                Vec::new()
+            };
+            for (node, rec) in records {
+                for p in &svc.published {
+                    let key = (p.protocol, p.published);
+                    let ready = rec
+                        .ready
+                        .iter()
+                        .find(|(q, port, _)| (*q, *port) == key)
+                        .map(|(_, _, n)| *n);
+                    let problem = rec
+                        .problems
+                        .iter()
+                        .find(|(q, port, _)| (*q, *port) == key)
+                        .map(|(_, _, why)| why.clone());
+                    if ready.is_none() && problem.is_none() {
+                        continue;
+                    }
+                    out.published_status.push(PublishedStatusInfo {
+                        node,
+                        node_name: names.get(&node).cloned().unwrap_or_default(),
+                        protocol: p.protocol,
+                        port: p.published,
+                        ready: ready.is_some(),
+                        backends: ready.unwrap_or(0),
+                        reason: problem.unwrap_or_default(),
+                    });
+                }
+            }
+            out.published_status
+                .sort_by(|a, b| (a.port, &a.node_name).cmp(&(b.port, &b.node_name)));
+        }
         if backends {
             let names = self.node_names().await?;
             let held = self.local().held_networks();

@@ -70,12 +70,26 @@ pub struct BackendInfo {
     pub disabled: bool,
 }
 
-/// A service with its VIPs and (for Inspect) its backends.
+/// A service with its VIPs and (for Inspect) its backends and published-port status.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ServiceInfo {
     pub def: ServiceDef,
     pub vips: Vec<VipInfo>,
     pub backends: Vec<BackendInfo>,
+    /// Per node and published port (Inspect only).
+    pub published_status: Vec<PublishedStatusInfo>,
+}
+
+/// One node's view of one published port (from its `mesh` record).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PublishedStatusInfo {
+    pub node: NodeId,
+    pub node_name: String,
+    pub protocol: crate::records::Protocol,
+    pub port: u16,
+    pub ready: bool,
+    pub backends: u32,
+    pub reason: String,
 }
 
 /// A node of the cluster as this node sees it.

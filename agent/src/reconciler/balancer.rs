@@ -206,6 +206,7 @@ mod tests {
                 .collect(),
             creator: NodeId(1),
             created: 0,
+            published: Vec::new(),
         }
     }
 

@@ -6,14 +6,16 @@
 //! * [`Reconciler::pass`] is single-flight: it takes the local state and one [`Snapshot`] of
 //!   the tables, and applies, in order, IPsec ([`esp`]: the guard must exist before a sandbox
 //!   of an encrypted network does), then the VXLAN overlay ([`vxlan`]) and the container
-//!   balancers ([`balancer`]) at once, then the resolvers ([`resolver`]). A pass that read
-//!   older inputs can never be applied after one that read newer ones.
+//!   balancers ([`balancer`]) at once, then published ports ([`mesh`]), then the resolvers
+//!   ([`resolver`]). A pass that read older inputs can never be applied after one that read
+//!   newer ones.
 //! * Each part computes its desired state purely and hands it to an idempotent executor
 //!   (replace, never create-exclusive); failed operations are logged, counted and retried by
 //!   the next pass.
 
 pub mod balancer;
 pub mod esp;
+pub mod mesh;
 pub mod resolver;
 pub mod vxlan;
 
@@ -33,7 +35,7 @@ use crate::dns::Resolver;
 use crate::error::{AgentError, Result};
 use crate::lb::{LbSpec, LoadBalancer};
 use crate::node::Agent;
-use crate::records::{ENDPOINTS, IPAM, NETWORKS, NODES, PEERS, SERVICES};
+use crate::records::{ENDPOINTS, IPAM, MESH, NETWORKS, NODES, PEERS, SERVICES};
 use crate::tables::{self, Snapshot};
 
 /// The kernel-facing half of the agent: its dataplane, balancer and resolver, and what the
@@ -60,6 +62,8 @@ pub struct Reconciler {
     esp_done: tokio::sync::Mutex<Option<(EspDesired, Instant)>>,
     /// IPsec SAs in the kernel after the last IPsec reconcile.
     pub esp_sas: AtomicUsize,
+    /// Published ports: host table, backend containers, reservations, health (see [`mesh`]).
+    pub mesh: Arc<mesh::MeshState>,
 }
 
 impl Reconciler {
@@ -85,6 +89,7 @@ impl Reconciler {
             dns_repaired: Mutex::new(None),
             esp_done: tokio::sync::Mutex::new(None),
             esp_sas: AtomicUsize::new(0),
+            mesh: Arc::new(mesh::MeshState::default()),
         }
     }
 
@@ -106,6 +111,8 @@ impl Reconciler {
             self.dataplane.reconcile(&d),
             self.program_balancers(agent, &local, &snap)
         );
+        // The mesh needs the ingress endpoints and the containers' interfaces in place.
+        self.program_mesh(agent, &local, &snap).await;
         self.reconcile_resolver(agent, &local, &snap).await;
         match result {
             Ok(report) => {
@@ -153,7 +160,7 @@ pub async fn watch_tables(agent: Arc<Agent>) {
             WatchEvent::Entry(e) => {
                 matches!(
                     e.table.as_str(),
-                    NETWORKS | PEERS | ENDPOINTS | IPAM | NODES | SERVICES
+                    NETWORKS | PEERS | ENDPOINTS | IPAM | NODES | SERVICES | MESH
                 )
             }
             WatchEvent::Reset | WatchEvent::Member(_) => true,
@@ -166,7 +173,12 @@ pub async fn watch_tables(agent: Arc<Agent>) {
 
 /// The reconcile loop; returns when `stop` turns true.
 pub async fn run(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(agent.cfg.reconcile_interval);
+    // Published ports' lease is renewed by passes: they run at least three times per lease.
+    let period = match agent.cfg.publish.lease {
+        Some(lease) => agent.cfg.reconcile_interval.min(lease / 3),
+        None => agent.cfg.reconcile_interval,
+    };
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -188,6 +200,9 @@ pub async fn run_once(agent: &Agent) {
     }
     if let Err(e) = agent.release_deleted_services().await {
         tracing::warn!(error = %e, "releasing VIPs of deleted services");
+    }
+    if let Err(e) = agent.maintain_ingress().await {
+        tracing::warn!(error = %e, "ingress endpoints");
     }
     for net in agent.local().held_networks() {
         if let Err(e) = agent.maintain_ipam(&net).await {

@@ -1,5 +1,6 @@
 //! The VXLAN overlay this node should hold: a sandbox per network it has endpoints on, its
-//! local endpoints, and every remote endpoint of those networks from the `peers` tables.
+//! local endpoints (its ingress endpoints for published ports among them), and every remote
+//! endpoint of those networks from the `peers` tables.
 //! After a restart, remote peers still in the kernel are kept until gossip has had time to
 //! deliver them ([`ADOPTED_PREFIX`]), so a restart does not cut running containers off.
 
@@ -51,6 +52,23 @@ pub fn desired(agent: &Agent, local: &LocalState, snap: &Snapshot) -> Desired {
             prefix_len: ep.prefix,
             mac: ep.mac,
             mtu: ep.mtu,
+        });
+    }
+    // Ingress endpoints (published ports): an ordinary endpoint whose "container" is the
+    // host namespace itself.
+    for (net, ing) in &local.ingress {
+        let Some(def) = local.networks.get(net) else {
+            continue;
+        };
+        d.endpoints.push(OverlayEndpoint {
+            id: ing.id.clone(),
+            network: net.clone(),
+            netns: crate::mesh::HOST_NETNS.into(),
+            ifname: ing.ifname.clone(),
+            ip: ing.ip,
+            prefix_len: def.subnet_prefix,
+            mac: ing.mac,
+            mtu: agent.mtu_for(def),
         });
     }
     d.peers.sort();

@@ -167,6 +167,7 @@ fn tables(
             .into(),
             creator: NodeId(1),
             created: 1,
+            published: Vec::new(),
         })
         .collect();
     (net, eps, svcs)

@@ -9,6 +9,9 @@
 //!   elapsed time.
 //! * `probe hold ADDR PORT --secs S --interval-ms I`: one long connection; one line on
 //!   stdout per reply (`<ms since start> <reply>`) or error, for at most S seconds.
+//! * `probe idle ADDR PORT --idle-ms I`: one connection answered once, then idle for I ms
+//!   until the server speaks first (`PUSH`); JSON `{"first": .., "after_idle": .., "error":
+//!   ..}` (the connection survived the idle period iff `after_idle` is set).
 //! * `probe udp ADDR PORT --count C [--fresh] [--sport P]`: C datagrams from one socket (one
 //!   conntrack flow; `--sport` fixes its port so that runs share the flow) or from a fresh
 //!   socket each (`--fresh`), JSON summary like `http`.
@@ -61,6 +64,12 @@ enum Cmd {
         secs: u64,
         #[arg(long, default_value_t = 100)]
         interval_ms: u64,
+    },
+    Idle {
+        addr: Ipv4Addr,
+        port: u16,
+        #[arg(long, default_value_t = 10_000)]
+        idle_ms: u64,
     },
     Udp {
         addr: Ipv4Addr,
@@ -147,6 +156,18 @@ fn main() -> Result<()> {
             Duration::from_secs(secs),
             Duration::from_millis(interval_ms),
         ),
+        Cmd::Idle {
+            addr,
+            port,
+            idle_ms,
+        } => {
+            let v = idle(
+                SocketAddr::from((addr, port)),
+                Duration::from_millis(idle_ms),
+            );
+            println!("{v}");
+            Ok(())
+        }
         Cmd::Udp {
             addr,
             port,
@@ -241,6 +262,32 @@ fn hold(addr: SocketAddr, secs: Duration, interval: Duration) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One connection: an answer, then `idle` without traffic until the server's push.
+fn idle(addr: SocketAddr, idle: Duration) -> serde_json::Value {
+    let mut first = None;
+    let r = (|| -> Result<String> {
+        let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).context("connect")?;
+        c.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut r = BufReader::new(c.try_clone()?);
+        c.write_all(b"HOLD\n")?;
+        let mut line = String::new();
+        r.read_line(&mut line).context("first answer")?;
+        first = Some(line.trim().to_string());
+        c.write_all(format!("PUSH {}\n", idle.as_millis()).as_bytes())?;
+        c.set_read_timeout(Some(idle + Duration::from_secs(5)))?;
+        let mut after = String::new();
+        let n = r
+            .read_line(&mut after)
+            .context("answer after the idle period")?;
+        anyhow::ensure!(n > 0, "closed during the idle period");
+        Ok(after.trim().to_string())
+    })();
+    match r {
+        Ok(after) => serde_json::json!({ "first": first, "after_idle": after }),
+        Err(e) => serde_json::json!({ "first": first, "error": format!("{e:#}") }),
+    }
 }
 
 fn udp_batch(

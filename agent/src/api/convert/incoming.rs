@@ -263,12 +263,14 @@ impl TryFrom<pb::CreateServiceRequest> for ServiceRequest {
         }
         ports.sort();
         validate_aliases(&r.aliases)?;
+        let published = super::publish::published_in(&r.published)?;
         Ok(ServiceRequest {
             name: r.name,
             networks,
             mode,
             ports,
             aliases: r.aliases,
+            published,
         })
     }
 }
@@ -289,6 +291,7 @@ impl From<&ServiceRequest> for pb::CreateServiceRequest {
                 })
                 .collect(),
             aliases: s.aliases.clone(),
+            published: s.published.iter().map(pb::PublishedPort::from).collect(),
         }
     }
 }

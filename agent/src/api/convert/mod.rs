@@ -4,6 +4,7 @@
 
 mod incoming;
 mod outgoing;
+mod publish;
 
 #[cfg(test)]
 mod tests;

@@ -108,6 +108,17 @@ impl From<&ServiceInfo> for pb::Service {
             vips: s.vips.iter().map(pb::ServiceVip::from).collect(),
             backends: s.backends.iter().map(pb::Backend::from).collect(),
             creator_node_id: s.def.creator.to_string(),
+            published: s
+                .def
+                .published
+                .iter()
+                .map(pb::PublishedPort::from)
+                .collect(),
+            published_status: s
+                .published_status
+                .iter()
+                .map(pb::PublishedStatus::from)
+                .collect(),
         }
     }
 }

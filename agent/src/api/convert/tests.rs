@@ -196,6 +196,7 @@ fn service_req(mode: &str, ports: Vec<pb::ServicePort>) -> pb::CreateServiceRequ
         mode: mode.into(),
         ports,
         aliases: vec!["www".into()],
+        published: Vec::new(),
     }
 }
 
