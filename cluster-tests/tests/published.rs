@@ -319,3 +319,368 @@ fn serial_a_published_port_answers_on_every_host_from_all_backends_with_the_clie
     let ls = c.cli_ok(1, &["service", "ls"]).expect("service ls");
     assert!(ls.contains("web") && ls.contains("8080"), "{ls}");
 }
+
+/// Writes `value` to `/proc/sys/<key>` inside `netns`.
+fn sysctl(c: &AgentCluster, netns: &Path, key: &str, value: &str) {
+    let cmd = format!("echo {value} > /proc/sys/{key}");
+    c.lab
+        .exec_ok(netns, &["sh", "-c", &cmd])
+        .unwrap_or_else(|e| panic!("sysctl {key} in {}: {e:#}", netns.display()));
+}
+
+#[test]
+fn serial_a_local_port_answers_only_with_the_hosts_own_backends_and_its_health_flips_when_the_last_one_drains()
+ {
+    let mut c = cluster_or_skip!("pub-local");
+    lab::ensure_tools(&["curl"]).expect("curl");
+    let cl = client(&mut c);
+    c.create_network(1, "blue", &[]).expect("network create");
+    let v = c
+        .cli_json(
+            1,
+            &[
+                "service",
+                "create",
+                "loc",
+                "--network",
+                "blue",
+                "--publish",
+                "8081:80",
+                "--publish-mode",
+                "local",
+            ],
+        )
+        .expect("service create");
+    assert_eq!(v["published"][0]["mode"], "local", "{v}");
+    // Backends on hosts 2 and 3 (indices 1, 2); none on host 1.
+    let (bs, _servers) = backends(&mut c, "loc", &[1, 2]);
+    for (h, name) in [(1, "loc2"), (2, "loc3")] {
+        let took = wait_answers(&c, &cl, h, 8081, &[name], PROPAGATION);
+        println!(
+            "host {}:8081 answers only from its own {name}, with the client's address ({took:?})",
+            h + 1
+        );
+        let (code, body) = health(&c, h, "/published/tcp/8081");
+        assert_eq!(code, 200, "host {}: {body}", h + 1);
+        assert!(body.contains("\"local_backends\":1"), "{body}");
+    }
+    // Host 1 has no backend: it refuses at once and says why.
+    wait_refused(&c, &cl, 0, 8081, PROPAGATION);
+    let (code, body) = health(&c, 0, "/published/tcp/8081");
+    println!("host 1 health: {code} {body}");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no enabled backend on this node"), "{body}");
+    assert_eq!(health(&c, 0, "/published/tcp/9").0, 404);
+
+    // A held connection through host 2 survives the drain of its (only local) backend; new
+    // connections are refused and the health flips to 503.
+    let addr = c.lab.host_addr(1).to_string();
+    let hold = c
+        .lab
+        .spawn(
+            &cl.netns,
+            &[
+                PROBE,
+                "hold",
+                &addr,
+                "8081",
+                "--secs",
+                "15",
+                "--interval-ms",
+                "100",
+            ],
+        )
+        .expect("probe hold");
+    c.wait_until(
+        Duration::from_secs(5),
+        "the held connection answers",
+        || Ok(hold.log().contains("loc2")),
+    )
+    .expect("held connection");
+    let t0 = Instant::now();
+    c.cli_ok(1, &["endpoint", "disable", &bs[0].name])
+        .expect("endpoint disable");
+    let took = c
+        .wait_until(PROPAGATION, "host 2's health flips to 503", || {
+            Ok(health(&c, 1, "/published/tcp/8081").0 == 503)
+        })
+        .expect("health flips");
+    println!("last local backend drained: health 503 after {took:?}");
+    wait_refused(&c, &cl, 1, 8081, PROPAGATION);
+    println!(
+        "host 2:8081 refuses new connections {:?} after the drain",
+        t0.elapsed()
+    );
+    let before = hold.log().lines().count();
+    std::thread::sleep(Duration::from_secs(1));
+    let log = hold.log();
+    let after: Vec<&str> = log.lines().skip(before).collect();
+    assert!(
+        after.len() >= 5 && after.iter().all(|l| l.contains("loc2")),
+        "the held connection keeps its backend after the drain: {log}"
+    );
+    // Host 3 is unaffected.
+    wait_answers(&c, &cl, 2, 8081, &["loc3"], PROPAGATION);
+
+    // The host that did the work (the service's creator, host 2) dies: its health endpoint
+    // goes with it (an external balancer skips it); host 3 keeps answering.
+    c.kill_agent(1).expect("kill host 2's agent");
+    assert_eq!(
+        health(&c, 1, "/published/tcp/8081").0,
+        0,
+        "no agent, no answer"
+    );
+    let took = wait_answers(&c, &cl, 2, 8081, &["loc3"], FAILURE_BOUND);
+    println!("creator killed: host 3 keeps answering ({took:?})");
+    assert_eq!(health(&c, 2, "/published/tcp/8081").0, 200);
+}
+
+#[test]
+fn serial_an_idle_connection_outlives_the_hosts_conntrack_established_timeout() {
+    let mut c = cluster_or_skip!("pub-idle");
+    lab::ensure_tools(&["conntrack"]).expect("conntrack");
+    let cl = client(&mut c);
+    c.create_network(0, "blue", &[]).expect("network create");
+    c.cli_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "idle",
+            "--network",
+            "blue",
+            "--publish",
+            "8082:80",
+        ],
+    )
+    .expect("service create");
+    // One backend, on host 3; the client goes through host 2: a remote backend.
+    let (bs, _servers) = backends(&mut c, "idle", &[2]);
+    wait_answers(&c, &cl, 1, 8082, &["idle3"], PROPAGATION);
+    // Conntrack forgets an idle established connection after 3 s, in every namespace
+    // involved: the hosts, the sandboxes, the backend.
+    let key = "net/netfilter/nf_conntrack_tcp_timeout_established";
+    let mut spaces: Vec<PathBuf> = (0..3).map(|h| c.lab.host_netns(h)).collect();
+    spaces.push(bs[0].netns.clone());
+    for ns in &spaces {
+        sysctl(&c, ns, key, "3");
+    }
+    // The creator (host 1) dies: nothing of the held connection depends on it.
+    c.kill_agent(0).expect("kill the creator");
+    let addr = c.lab.host_addr(1).to_string();
+    let t0 = Instant::now();
+    let idle = c
+        .lab
+        .spawn(
+            &cl.netns,
+            &[PROBE, "idle", &addr, "8082", "--idle-ms", "8000"],
+        )
+        .expect("probe idle");
+    // Midway through the idle period, the ingress host's entry is still there, with the
+    // port's own timeout; the backend's own entry (its sysctl, 3 s) is gone: TCP replies
+    // need none.
+    std::thread::sleep(Duration::from_secs(5));
+    let established = |ns: &Path| -> Vec<u64> {
+        c.lab
+            .exec_ok(
+                ns,
+                &["conntrack", "-L", "-p", "tcp", "--state", "ESTABLISHED"],
+            )
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("sport=80 ") || l.contains("dport=8082 "))
+            .filter_map(|l| l.split_whitespace().nth(2)?.parse().ok())
+            .collect()
+    };
+    let host = established(&c.lab.host_netns(1));
+    let backend = established(&bs[0].netns);
+    println!(
+        "5 s into the idle period: host 2's entry expires in {host:?} s, the backend's: {backend:?}"
+    );
+    assert!(
+        host.len() == 1 && host[0] > 3600,
+        "the port's idle timeout holds the entry: {host:?}"
+    );
+    assert!(
+        backend.is_empty(),
+        "the backend's own entry expired: {backend:?}"
+    );
+    c.wait_until(Duration::from_secs(10), "probe idle ends", || {
+        Ok(!idle.is_running())
+    })
+    .expect("probe idle ends");
+    let v: Value = serde_json::from_str(idle.log().trim()).expect("JSON");
+    println!(
+        "idle 8 s with a 3 s established timeout, server speaks first: {v} ({:?})",
+        t0.elapsed()
+    );
+    assert!(
+        v["after_idle"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("idle3 ")),
+        "the connection must survive the idle period: {v}"
+    );
+    assert_eq!(
+        v["after_idle"]
+            .as_str()
+            .and_then(|s| s.split_whitespace().nth(1)),
+        Some(cl.ip.to_string().as_str())
+    );
+}
+
+#[test]
+fn serial_a_published_port_taken_by_another_service_or_bound_on_the_host_is_refused_and_a_deleted_service_takes_its_rules_away()
+ {
+    let mut c = cluster_or_skip!("pub-refuse");
+    let cl = client(&mut c);
+    c.create_network(0, "blue", &[]).expect("network create");
+    c.cli_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "web",
+            "--network",
+            "blue",
+            "--publish",
+            "8080:80",
+        ],
+    )
+    .expect("service create");
+    let (_bs, _servers) = backends(&mut c, "web", &[2]);
+    // Another service cannot take 8080 (through any agent).
+    let o = c
+        .cli(
+            1,
+            &[
+                "service",
+                "create",
+                "other",
+                "--network",
+                "blue",
+                "--publish",
+                "8080:80",
+            ],
+        )
+        .expect("cli runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    println!("second publish of 8080: {err}");
+    assert!(
+        !o.status.success() && err.contains("8080 is already published by service web"),
+        "{err}"
+    );
+    // A process of host 2 listens on 9090: publishing it through host 2 is refused.
+    let hostproc = c
+        .lab
+        .spawn(
+            &c.lab.host_netns(1),
+            &[PROBE, "serve", "--name", "hostproc", "--tcp", "9090"],
+        )
+        .expect("host process");
+    c.wait_until(Duration::from_secs(5), "the host process listens", || {
+        Ok(hostproc.log().contains("serving"))
+    })
+    .expect("host process");
+    let o = c
+        .cli(
+            1,
+            &[
+                "service",
+                "create",
+                "nine",
+                "--network",
+                "blue",
+                "--publish",
+                "9090:80",
+            ],
+        )
+        .expect("cli runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    println!("publish of a port bound on the host: {err}");
+    assert!(
+        !o.status.success() && err.contains("tcp/9090 is already bound on this host"),
+        "{err}"
+    );
+    // Through host 1 it is accepted: the other hosts answer it, host 2 leaves its own
+    // process alone and says why.
+    c.cli_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "nine",
+            "--network",
+            "blue",
+            "--publish",
+            "9090:80",
+        ],
+    )
+    .expect("service create through host 1");
+    let (_nine, _nine_servers) = backends(&mut c, "nine", &[2]);
+    wait_answers(&c, &cl, 0, 9090, &["nine3"], PROPAGATION);
+    let t = http(&c, &cl, 1, 9090, 5);
+    assert_eq!(
+        t.by_name.keys().collect::<Vec<_>>(),
+        vec!["hostproc"],
+        "host 2's own process keeps its port: {t:?}"
+    );
+    let inspect = c
+        .wait_until(PROPAGATION, "host 2 reports the clash", || {
+            Ok(c.cli_ok(0, &["service", "inspect", "nine"])?
+                .contains("already bound"))
+        })
+        .map(|_| {
+            c.cli_ok(0, &["service", "inspect", "nine"])
+                .unwrap_or_default()
+        })
+        .expect("inspect");
+    println!("{inspect}");
+
+    // Deleting the services takes their rules, reservations and ingress endpoints away.
+    c.cli_ok(0, &["service", "rm", "nine"]).expect("rm nine");
+    c.cli_ok(0, &["service", "rm", "web"]).expect("rm web");
+    wait_refused(&c, &cl, 0, 9090, PROPAGATION);
+    wait_refused(&c, &cl, 0, 8080, PROPAGATION);
+    for h in [0, 1] {
+        c.wait_until(
+            PROPAGATION,
+            "the mesh table and the ingress endpoint are gone",
+            || {
+                let table = c.lab.exec(
+                    &c.lab.host_netns(h),
+                    &["nft", "list", "table", "ip", "swarmnet_mesh"],
+                )?;
+                let links = c.links(&c.lab.host_netns(h))?;
+                let ingress = format!("{}i", c.hosts[h].prefix);
+                Ok(!table.status.success() && !links.iter().any(|l| l.starts_with(&ingress)))
+            },
+        )
+        .unwrap_or_else(|e| panic!("host {}: {e:#}", h + 1));
+    }
+    // The port is free again on every host (its reservation is gone too).
+    let probe_bind = c
+        .lab
+        .exec(
+            &c.lab.host_netns(0),
+            &[
+                PROBE,
+                "serve",
+                "--name",
+                "x",
+                "--tcp",
+                "8080",
+                "--max-secs",
+                "1",
+            ],
+        )
+        .expect("bind 8080");
+    assert!(
+        probe_bind.status.success(),
+        "{}",
+        String::from_utf8_lossy(&probe_bind.stderr)
+    );
+    // The host that created them dies; the definitions it deleted stay deleted.
+    c.kill_agent(0).expect("kill the creator");
+    let ls = c.cli_ok(1, &["service", "ls"]).expect("ls");
+    assert!(!ls.contains("nine") && !ls.contains("web"), "{ls}");
+}

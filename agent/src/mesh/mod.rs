@@ -133,8 +133,10 @@ pub struct PortSpec {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PortStatus {
     pub service: String,
+    #[serde(serialize_with = "protocol_text")]
     pub protocol: Protocol,
     pub port: u16,
+    #[serde(serialize_with = "mode_text")]
     pub mode: crate::records::PublishMode,
     /// New connections are answered by a backend.
     pub ready: bool,
@@ -144,4 +146,15 @@ pub struct PortStatus {
     pub local_backends: u32,
     /// Why it is not ready (empty when ready).
     pub reason: String,
+}
+
+fn protocol_text<S: serde::Serializer>(p: &Protocol, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(p.as_str())
+}
+
+fn mode_text<S: serde::Serializer>(
+    m: &crate::records::PublishMode,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(m.as_str())
 }

@@ -282,6 +282,7 @@ pub fn host_spec(
             .collect();
         let mut usable: BTreeSet<Ipv4Addr> = BTreeSet::new();
         let mut waiting = 0;
+        let enabled = candidates.iter().filter(|(_, r)| !r.disabled).count();
         for (id, r) in &candidates {
             spec.members.insert((key.0, key.1, r.ip));
             if r.disabled {
@@ -313,16 +314,18 @@ pub fn host_spec(
         }
         st.backends = usable.len() as u32;
         st.ready = !usable.is_empty() && mine.is_some();
-        st.reason = if mine.is_none() {
-            "this node has no ingress endpoint on the network yet".into()
-        } else if usable.is_empty() && waiting > 0 {
-            format!("{waiting} enabled backends are not ready for this node's ingress yet")
-        } else if usable.is_empty() && local_only {
-            "no enabled backend on this node".into()
-        } else if usable.is_empty() {
-            "no enabled backend".into()
-        } else {
+        st.reason = if st.ready {
             String::new()
+        } else if enabled == 0 && local_only {
+            "no enabled backend on this node".into()
+        } else if enabled == 0 {
+            "no enabled backend".into()
+        } else if mine.is_none() {
+            "this node has no ingress endpoint on the network yet".into()
+        } else if waiting > 0 {
+            format!("{waiting} enabled backends are not ready for this node's ingress yet")
+        } else {
+            "no enabled backend could be programmed".into()
         };
         if let Some(why) = firewall
             && st.ready
