@@ -299,6 +299,20 @@ fn serial_a_published_port_answers_on_every_host_from_all_backends_with_the_clie
         "{inspect}"
     );
 
+    // With SWARMNET_TEST_LB (vm_published.rs: ipvs), the agents balance VIPs with it and
+    // still publish ports through the nftables mesh.
+    if let Some(lb) = cluster_tests::harness::test_lb().filter(|lb| lb != "auto") {
+        let status = c.cli_ok(1, &["cluster", "status"]).expect("status");
+        let chosen = status
+            .lines()
+            .find_map(|l| l.split("Load balancer:").nth(1))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        println!("Load balancer: {chosen}");
+        assert!(chosen.starts_with(&lb), "want the {lb} balancer: {chosen}");
+    }
+
     // Kill -9 the agent that created the service (and did the work): the definition and
     // the mesh live on; its host stops answering within the lease; the others drop its
     // backend within failure detection and keep answering from the others.

@@ -225,3 +225,94 @@ mod tests {
         assert_eq!(lease_until(Some(1030), None, 1000), 0);
     }
 }
+
+/// Timings of [`bench_program`].
+#[derive(Clone, Debug)]
+pub struct BenchTimes {
+    /// First program of `ports` published ports into an empty namespace.
+    pub first: Duration,
+    pub first_changes: usize,
+    /// One more published port (the executor's cached table: no listing).
+    pub one_more: Duration,
+    pub one_more_changes: usize,
+    /// One more published port by a fresh executor (lists and parses the table first).
+    pub one_more_fresh: Duration,
+    /// One port removed (cached).
+    pub one_removed: Duration,
+    /// The same spec again (a generation check).
+    pub no_op: Duration,
+    /// The same spec again by a fresh executor.
+    pub no_op_fresh: Duration,
+    /// `nft list tables` in the namespace before anything was programmed (the fastest of
+    /// 5): the floor of one `nft` process.
+    pub nft_floor: Duration,
+}
+
+/// Micro-benchmark in the calling thread's namespace (an otherwise empty one; the table is
+/// removed at the end): `ports` published TCP ports (10000 + i) with `backends` backends each
+/// (10.200.0.0/16), then one more, one fewer, no change.
+pub fn bench_program(ports: usize, backends: usize) -> Result<BenchTimes, LbError> {
+    use super::PortSpec;
+    use std::time::Instant;
+    let port = |i: usize| -> ((Protocol, u16), PortSpec) {
+        let p = 10_000 + i as u16;
+        let bs: Vec<Ipv4Addr> = (0..backends)
+            .map(|b| Ipv4Addr::from(0x0ac8_0001 + (i * backends + b) as u32))
+            .collect();
+        (
+            (Protocol::Tcp, p),
+            PortSpec {
+                protocol: Protocol::Tcp,
+                port: p,
+                target: 80,
+                backends: bs,
+            },
+        )
+    };
+    let spec_of = |n: usize| -> HostSpec {
+        let mut s = HostSpec {
+            ingress: BTreeSet::from(["swnbench0".to_string()]),
+            idle_timeout: 432_000,
+            ..HostSpec::default()
+        };
+        for i in 0..n {
+            let (k, p) = port(i);
+            for b in &p.backends {
+                s.members.insert((k.0, k.1, *b));
+            }
+            s.ports.insert(k, p);
+        }
+        s
+    };
+    let lease = Some(Duration::from_secs(600));
+    let timed = |m: &HostMesh, s: HostSpec| -> Result<(Duration, usize), LbError> {
+        let t = Instant::now();
+        let r = m.program(s, lease)?;
+        Ok((t.elapsed(), r.changes))
+    };
+    let mut nft_floor = Duration::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        crate::sys::nft(None, &["list", "tables"], None)?;
+        nft_floor = nft_floor.min(t.elapsed());
+    }
+    let m = HostMesh::new();
+    let (first, first_changes) = timed(&m, spec_of(ports))?;
+    let (one_more, one_more_changes) = timed(&m, spec_of(ports + 1))?;
+    let (one_removed, _) = timed(&m, spec_of(ports))?;
+    let (no_op, _) = timed(&m, spec_of(ports))?;
+    let (no_op_fresh, _) = timed(&HostMesh::new(), spec_of(ports))?;
+    let (one_more_fresh, _) = timed(&HostMesh::new(), spec_of(ports + 1))?;
+    m.program(HostSpec::default(), lease)?;
+    Ok(BenchTimes {
+        first,
+        first_changes,
+        one_more,
+        one_more_changes,
+        one_more_fresh,
+        one_removed,
+        no_op,
+        no_op_fresh,
+        nft_floor,
+    })
+}
