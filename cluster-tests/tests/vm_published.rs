@@ -39,11 +39,9 @@ fn serial_vm_ipvs_agents_publish_ports_through_the_nftables_mesh_on_debians_kern
         println!("skipped: {why}");
         return;
     }
-    for l in r
-        .console
-        .lines()
-        .filter(|l| l.starts_with("test ") || l.starts_with("host ") || l.contains("Linux version"))
-    {
+    for l in r.console.lines().filter(|l| {
+        l.starts_with("test ") || l.starts_with("host ") || l.contains("Load balancer:")
+    }) {
         println!("  {l}");
     }
     r.expect_success();
