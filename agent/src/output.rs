@@ -224,11 +224,7 @@ pub fn service(s: &pb::Service) -> String {
                         p.node_name.clone()
                     },
                     if p.ready { "ready" } else { "not ready" }.into(),
-                    if p.ready {
-                        format!("{} backends", p.backends)
-                    } else {
-                        p.reason.clone()
-                    },
+                    p.reason.clone(),
                 ]
             })
             .collect();

@@ -288,8 +288,9 @@ pub struct MeshRecord {
     /// netdev egress hook): other nodes then reach its backends with the client address
     /// replaced by their ingress address (SNAT), which needs nothing in the backend.
     pub keep_source: bool,
-    /// Published ports this node answers now: (protocol, port, enabled backends it uses).
-    pub ready: Vec<(Protocol, u16, u32)>,
+    /// Published ports this node answers now (no backend counts: a record changes only when
+    /// a port's readiness does, not with every drain).
+    pub ready: Vec<(Protocol, u16)>,
     /// Published ports this node does not answer, and why.
     pub problems: Vec<(Protocol, u16, String)>,
 }

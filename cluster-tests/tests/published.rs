@@ -313,6 +313,42 @@ fn serial_a_published_port_answers_on_every_host_from_all_backends_with_the_clie
         assert!(chosen.starts_with(&lb), "want the {lb} balancer: {chosen}");
     }
 
+    // A restarted agent adopts what it programmed: its host keeps its table (the port's
+    // chain keeps its kernel handle) and answers again from every backend.
+    let handle = |c: &AgentCluster| -> String {
+        c.lab
+            .exec_ok(
+                &c.lab.host_netns(2),
+                &[
+                    "nft",
+                    "-a",
+                    "list",
+                    "chain",
+                    "ip",
+                    "swarmnet_mesh",
+                    "p_t8080",
+                ],
+            )
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.split("# handle ").nth(1).map(str::to_string))
+            .unwrap_or_default()
+    };
+    let before = handle(&c);
+    let t0 = Instant::now();
+    c.stop_agent(2).expect("stop host 3's agent");
+    c.start_agent(2).expect("restart host 3's agent");
+    let took = wait_answers(&c, &cl, 2, 8080, &names, PROPAGATION);
+    println!(
+        "host 3's agent restarted: answering from web1-3 {took:?} after its start ({:?} after the stop)",
+        t0.elapsed()
+    );
+    assert!(
+        !before.is_empty() && handle(&c) == before,
+        "the chain was adopted, not rebuilt: {before} vs {}",
+        handle(&c)
+    );
+
     // Kill -9 the agent that created the service (and did the work): the definition and
     // the mesh live on; its host stops answering within the lease; the others drop its
     // backend within failure detection and keep answering from the others.

@@ -352,17 +352,13 @@ impl Agent {
             for (node, rec) in records {
                 for p in &svc.published {
                     let key = (p.protocol, p.published);
-                    let ready = rec
-                        .ready
-                        .iter()
-                        .find(|(q, port, _)| (*q, *port) == key)
-                        .map(|(_, _, n)| *n);
+                    let ready = rec.ready.contains(&key);
                     let problem = rec
                         .problems
                         .iter()
                         .find(|(q, port, _)| (*q, *port) == key)
                         .map(|(_, _, why)| why.clone());
-                    if ready.is_none() && problem.is_none() {
+                    if !ready && problem.is_none() {
                         continue;
                     }
                     out.published_status.push(PublishedStatusInfo {
@@ -370,8 +366,7 @@ impl Agent {
                         node_name: names.get(&node).cloned().unwrap_or_default(),
                         protocol: p.protocol,
                         port: p.published,
-                        ready: ready.is_some(),
-                        backends: ready.unwrap_or(0),
+                        ready,
                         reason: problem.unwrap_or_default(),
                     });
                 }

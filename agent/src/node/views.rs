@@ -88,7 +88,6 @@ pub struct PublishedStatusInfo {
     pub protocol: crate::records::Protocol,
     pub port: u16,
     pub ready: bool,
-    pub backends: u32,
     pub reason: String,
 }
 

@@ -638,7 +638,7 @@ impl Reconciler {
             };
             for (key, p) in ports.iter().filter(|(_, p)| p.network == *net) {
                 match status.get(key) {
-                    Some(st) if st.ready => rec.ready.push((key.0, key.1, st.backends)),
+                    Some(st) if st.ready => rec.ready.push(*key),
                     Some(st) => rec.problems.push((key.0, key.1, st.reason.clone())),
                     None if p.port.mode == PublishMode::Local
                         && !local.ingress.contains_key(net) => {}

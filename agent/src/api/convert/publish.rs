@@ -92,7 +92,6 @@ impl From<&PublishedStatusInfo> for pb::PublishedStatus {
             protocol: s.protocol.as_str().into(),
             published_port: s.port.into(),
             ready: s.ready,
-            backends: s.backends,
             reason: s.reason.clone(),
         }
     }
