@@ -29,7 +29,7 @@ const NETWORK: &str = "demo";
 /// Name of the demo's service.
 const SERVICE: &str = "web";
 /// Steps, for the progress lines.
-const STEPS: usize = 8;
+const STEPS: usize = 9;
 /// Tools of the demo beyond the lab's.
 const DEMO_TOOLS: [&str; 2] = ["curl", "getent"];
 
@@ -203,7 +203,7 @@ fn run(args: &DemoArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
     );
 
     println!(
-        "      $ swarmnet service create {SERVICE} --network {NETWORK} --port 80    # on host1"
+        "      $ swarmnet service create {SERVICE} --network {NETWORK} --port 80 --publish 8080:80    # on host1"
     );
     let svc = c.cli_json(
         0,
@@ -215,6 +215,8 @@ fn run(args: &DemoArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
             NETWORK,
             "--port",
             "80",
+            "--publish",
+            "8080:80",
         ],
     )?;
     let vip = svc["vips"][0]["vip"]
@@ -222,7 +224,8 @@ fn run(args: &DemoArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
         .context("service create printed no VIP")?
         .to_string();
     println!(
-        "      service {SERVICE}: VIP {vip} on {NETWORK}, balanced in every client's own namespace"
+        "      service {SERVICE}: VIP {vip} on {NETWORK}, balanced in every client's own namespace; \
+         port 8080 published on every host"
     );
 
     step(
@@ -382,7 +385,46 @@ fn run(args: &DemoArgs, cancel: &Arc<AtomicBool>) -> Result<()> {
         took.as_millis()
     );
 
-    step(8, "The tables, as the CLI shows them");
+    step(
+        8,
+        "The published port: http://<each host>:8080/ from a client outside the cluster",
+    );
+    let (outside, outside_ip) = c.lab.add_underlay_client("outside", 200)?;
+    println!("      outside ({outside_ip}, on the hosts' own network, not on {NETWORK})");
+    for h in 0..HOSTS {
+        let url = format!("http://{}:8080/", c.lab.host_addr(h));
+        let mut answers = Vec::new();
+        let took = c.wait_until(
+            Duration::from_secs(15),
+            "the published port answers",
+            || {
+                let out = c
+                    .lab
+                    .exec(&outside, &["curl", "-s", "--max-time", "2", &url])?;
+                let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                if out.status.success() && !body.is_empty() {
+                    answers.push(body);
+                }
+                Ok(answers.len() >= 3)
+            },
+        )?;
+        let _ = took;
+        println!("      outside$ curl {url}    (3 times)");
+        for a in &answers {
+            println!("        {a}");
+        }
+        ensure!(
+            answers.iter().all(|a| a.ends_with(&outside_ip.to_string())),
+            "the backends must see the outside client's own address: {answers:?}"
+        );
+    }
+    println!(
+        "      every host answers, balancing over the enabled backends of all hosts (web2 drains); \
+         each backend saw \
+         the outside client's own address {outside_ip}"
+    );
+
+    step(9, "The tables, as the CLI shows them");
     cmd(&c, 2, &["service", "inspect", SERVICE])?;
     cmd(&c, 1, &["network", "ls"])?;
     cmd(&c, 2, &["endpoint", "ls"])?;
