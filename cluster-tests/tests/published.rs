@@ -582,6 +582,7 @@ fn serial_an_idle_connection_outlives_the_hosts_conntrack_established_timeout() 
 fn serial_a_published_port_taken_by_another_service_or_bound_on_the_host_is_refused_and_a_deleted_service_takes_its_rules_away()
  {
     let mut c = cluster_or_skip!("pub-refuse");
+    let t0 = Instant::now();
     let cl = client(&mut c);
     c.create_network(0, "blue", &[]).expect("network create");
     c.cli_ok(
@@ -651,6 +652,38 @@ fn serial_a_published_port_taken_by_another_service_or_bound_on_the_host_is_refu
         !o.status.success() && err.contains("tcp/9090 is already bound on this host"),
         "{err}"
     );
+    // A port another table DNATs on host 2 (Docker without its userland proxy holds no
+    // socket) is refused too.
+    c.lab
+        .exec_ok(
+            &c.lab.host_netns(1),
+            &[
+                "nft",
+                "add table ip dockerlike; add chain ip dockerlike pre { type nat hook prerouting priority -100; }; add rule ip dockerlike pre tcp dport 7070 dnat to 172.17.0.2:80",
+            ],
+        )
+        .expect("a foreign DNAT");
+    let o = c
+        .cli(
+            1,
+            &[
+                "service",
+                "create",
+                "seven",
+                "--network",
+                "blue",
+                "--publish",
+                "7070",
+            ],
+        )
+        .expect("cli runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    println!("publish of a port another table DNATs: {err}");
+    assert!(
+        !o.status.success()
+            && err.contains("tcp/7070 is DNATed by chain pre of table ip dockerlike"),
+        "{err}"
+    );
     // Through host 1 it is accepted: the other hosts answer it, host 2 leaves its own
     // process alone and says why.
     c.cli_ok(
@@ -668,6 +701,10 @@ fn serial_a_published_port_taken_by_another_service_or_bound_on_the_host_is_refu
     .expect("service create through host 1");
     let (_nine, _nine_servers) = backends(&mut c, "nine", &[2]);
     wait_answers(&c, &cl, 0, 9090, &["nine3"], PROPAGATION);
+    println!(
+        "refusals checked, nine answers on host 1 ({:?})",
+        t0.elapsed()
+    );
     let t = http(&c, &cl, 1, 9090, 5);
     assert_eq!(
         t.by_name.keys().collect::<Vec<_>>(),
@@ -707,6 +744,10 @@ fn serial_a_published_port_taken_by_another_service_or_bound_on_the_host_is_refu
         )
         .unwrap_or_else(|e| panic!("host {}: {e:#}", h + 1));
     }
+    println!(
+        "deleted: rules and ingress endpoints gone ({:?})",
+        t0.elapsed()
+    );
     // The port is free again on every host (its reservation is gone too).
     let probe_bind = c
         .lab

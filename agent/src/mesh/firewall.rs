@@ -8,11 +8,18 @@
 //! ([`super::HOST_CT_MARK`]). With `--publish-accept-iptables` the agent inserts that
 //! accept into iptables' `DOCKER-USER` (or `FORWARD`) chain itself; it never edits a native
 //! nftables table of someone else (firewalld rewrites its own; configure it there).
+//!
+//! Also found here: another table's DNAT of a port we would publish (Docker with
+//! `userland-proxy=false` holds no socket, so [`super::reserve`] cannot see it): our nat
+//! chain runs first and would silently take the port over, so it is refused instead.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
 use super::HOST_CT_MARK;
 use super::host_plan::TABLE;
+use crate::records::Protocol;
 
 /// A base chain of another table that drops forwarded packets by policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,6 +185,91 @@ pub fn accept_in_iptables() -> Result<String, String> {
     }
 }
 
+/// The ports of `wanted` that a rule of another table DNATs (`tcp|udp|th dport == P` in a
+/// rule that also DNATs, natively or as iptables' `DNAT` target), from `nft -j list ruleset`
+/// output, each with the table and chain. Pure.
+pub fn foreign_dnat(
+    ruleset_json: &str,
+    wanted: &BTreeSet<(Protocol, u16)>,
+) -> BTreeMap<(Protocol, u16), String> {
+    let mut out = BTreeMap::new();
+    let Ok(v) = serde_json::from_str::<Value>(ruleset_json) else {
+        return out;
+    };
+    for obj in v
+        .get("nftables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(r) = obj.get("rule") else { continue };
+        let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        if s("table").starts_with("swarmnet_") {
+            continue;
+        }
+        let Some(expr) = r.get("expr").and_then(Value::as_array) else {
+            continue;
+        };
+        let dnat = expr.iter().any(|e| {
+            e.get("dnat").is_some()
+                || e.get("xt").is_some_and(|x| {
+                    x.get("type").and_then(Value::as_str) == Some("target")
+                        && x.get("name").and_then(Value::as_str) == Some("DNAT")
+                })
+        });
+        if !dnat {
+            continue;
+        }
+        for e in expr {
+            let Some(m) = e.get("match") else { continue };
+            let Some(p) = m.get("left").and_then(|l| l.get("payload")) else {
+                continue;
+            };
+            let field = p.get("field").and_then(Value::as_str);
+            let protos: &[Protocol] = match p.get("protocol").and_then(Value::as_str) {
+                Some("tcp") => &[Protocol::Tcp],
+                Some("udp") => &[Protocol::Udp],
+                Some("th") => &[Protocol::Tcp, Protocol::Udp],
+                _ => &[],
+            };
+            let port = m.get("right").and_then(Value::as_u64);
+            if field != Some("dport") || m.get("op").and_then(Value::as_str) != Some("==") {
+                continue;
+            }
+            for proto in protos {
+                if let Some(port) = port.and_then(|p| u16::try_from(p).ok())
+                    && wanted.contains(&(*proto, port))
+                {
+                    out.entry((*proto, port)).or_insert_with(|| {
+                        format!(
+                            "{}/{port} is DNATed by chain {} of table {} {} on this host (another publisher, e.g. Docker without its userland proxy)",
+                            proto.as_str(),
+                            s("chain"),
+                            s("family"),
+                            s("table")
+                        )
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// [`foreign_dnat`] on this host (the calling thread's namespace): one ruleset listing.
+pub fn scan_dnat(
+    wanted: &BTreeSet<(Protocol, u16)>,
+) -> Result<BTreeMap<(Protocol, u16), String>, String> {
+    if wanted.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let out = crate::sys::nft(None, &["-j", "list", "ruleset"], None).map_err(|e| e.to_string())?;
+    if !out.ok {
+        return Err(out.stderr);
+    }
+    Ok(foreign_dnat(&out.stdout, wanted))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +302,40 @@ mod tests {
         });
         assert_eq!(fixed.len(), 1);
         assert!(blocking("not json", |_| String::new()).is_empty());
+    }
+
+    #[test]
+    fn another_tables_dnat_of_a_wanted_port_is_found_natively_or_as_an_iptables_target() {
+        // As nft 1.0.6 lists Docker's (iptables-nft) rule and a native one.
+        let ruleset = r#"{"nftables": [
+          {"rule": {"family": "ip", "table": "nat", "chain": "DOCKER", "handle": 5, "expr": [
+            {"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": "docker0"}},
+            {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 8080}},
+            {"counter": {"packets": 0, "bytes": 0}},
+            {"xt": {"type": "target", "name": "DNAT"}}]}},
+          {"rule": {"family": "ip", "table": "x", "chain": "p", "handle": 2, "expr": [
+            {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": 53}},
+            {"dnat": {"addr": "1.2.3.4"}}]}},
+          {"rule": {"family": "ip", "table": "x", "chain": "f", "handle": 3, "expr": [
+            {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 9090}},
+            {"accept": null}]}},
+          {"rule": {"family": "ip", "table": "swarmnet_mesh", "chain": "p_t7070", "handle": 4, "expr": [
+            {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 7070}},
+            {"dnat": {"addr": "10.0.0.3"}}]}}
+        ]}"#;
+        let wanted = BTreeSet::from([
+            (Protocol::Tcp, 8080),
+            (Protocol::Udp, 53),
+            (Protocol::Tcp, 53),
+            (Protocol::Tcp, 9090),
+            (Protocol::Tcp, 7070),
+        ]);
+        let found = foreign_dnat(ruleset, &wanted);
+        assert_eq!(
+            found.keys().copied().collect::<Vec<_>>(),
+            vec![(Protocol::Tcp, 8080), (Protocol::Udp, 53)],
+            "no DNAT for 9090, ours for 7070, UDP only for 53"
+        );
+        assert!(found[&(Protocol::Tcp, 8080)].contains("chain DOCKER of table ip nat"));
     }
 }

@@ -56,12 +56,19 @@ impl Reservations {
         Reservations::default()
     }
 
-    /// Holds exactly the `wanted` ports (binding new ones, closing the others). Returns the
-    /// wanted ports that could not be held and why; they must not be published here.
-    pub fn sync(&self, wanted: &BTreeSet<(Protocol, u16)>) -> BTreeMap<(Protocol, u16), String> {
+    /// Holds exactly the `wanted` ports (binding new ones, closing the others). Ports newly
+    /// bound are then given to `also` (one call; e.g. a look for other tables' DNATs of them):
+    /// those it names are released again. Returns the wanted ports that could not be held and
+    /// why; they must not be published here. A port that failed is tried again next time.
+    pub fn sync(
+        &self,
+        wanted: &BTreeSet<(Protocol, u16)>,
+        also: impl FnOnce(&BTreeSet<(Protocol, u16)>) -> BTreeMap<(Protocol, u16), String>,
+    ) -> BTreeMap<(Protocol, u16), String> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         held.retain(|k, _| wanted.contains(k));
         let mut failed = BTreeMap::new();
+        let mut fresh = BTreeSet::new();
         for key in wanted {
             if held.contains_key(key) {
                 continue;
@@ -69,10 +76,17 @@ impl Reservations {
             match bind_port(key.0, key.1) {
                 Ok(fd) => {
                     held.insert(*key, fd);
+                    fresh.insert(*key);
                 }
                 Err(why) => {
                     failed.insert(*key, why);
                 }
+            }
+        }
+        if !fresh.is_empty() {
+            for (key, why) in also(&fresh) {
+                held.remove(&key);
+                failed.insert(key, why);
             }
         }
         failed
@@ -121,16 +135,31 @@ mod tests {
         drop(probe);
         let r = Reservations::new();
         let want = BTreeSet::from([(Protocol::Tcp, port)]);
-        assert!(r.sync(&want).is_empty());
+        assert!(r.sync(&want, |_| BTreeMap::new()).is_empty());
         assert!(r.holds(Protocol::Tcp, port));
         let err = std::net::TcpListener::bind(("0.0.0.0", port));
         assert!(err.is_err(), "a held port must not be bindable");
         let why = bind_port(Protocol::Tcp, port).unwrap_err();
         assert!(why.contains("already bound"), "{why}");
         assert!(r.check_free(Protocol::Tcp, port, &want).is_err());
-        assert!(r.sync(&BTreeSet::new()).is_empty());
+        assert!(r.sync(&BTreeSet::new(), |_| BTreeMap::new()).is_empty());
         assert!(!r.holds(Protocol::Tcp, port));
         assert!(std::net::TcpListener::bind(("0.0.0.0", port)).is_ok());
+    }
+
+    #[test]
+    fn a_port_the_extra_check_names_is_released_and_reported() {
+        let probe = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let r = Reservations::new();
+        let key = (Protocol::Tcp, port);
+        let failed = r.sync(&BTreeSet::from([key]), |fresh| {
+            assert!(fresh.contains(&key));
+            BTreeMap::from([(key, "DNATed elsewhere".to_string())])
+        });
+        assert_eq!(failed[&key], "DNATed elsewhere");
+        assert!(!r.holds(Protocol::Tcp, port));
     }
 
     #[test]
@@ -138,7 +167,9 @@ mod tests {
         let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let r = Reservations::new();
-        let failed = r.sync(&BTreeSet::from([(Protocol::Tcp, port)]));
+        let failed = r.sync(&BTreeSet::from([(Protocol::Tcp, port)]), |_| {
+            BTreeMap::new()
+        });
         assert!(failed[&(Protocol::Tcp, port)].contains("already bound on this host"));
         let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let uport = u.local_addr().unwrap().port();

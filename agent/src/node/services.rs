@@ -92,7 +92,7 @@ impl Agent {
                 req.name
             )));
         }
-        self.check_published(&req, &existing)?;
+        self.check_published(&req, &existing).await?;
         let view = tables::network_view(&self.db).await?;
         let mut defs = Vec::new();
         for n in &req.networks {
@@ -160,9 +160,10 @@ impl Agent {
     }
 
     /// Published ports must be free: not published by another service, and (on this node,
-    /// with a dataplane) not held by a process (see [`crate::mesh::reserve`]). Other nodes
+    /// with a dataplane) not held by a process (see [`crate::mesh::reserve`]) nor DNATed by
+    /// another table (see [`crate::mesh::firewall::foreign_dnat`]). Other nodes
     /// check their own host when they program the port and report a clash per node.
-    fn check_published(&self, req: &ServiceRequest, existing: &[ServiceDef]) -> Result<()> {
+    async fn check_published(&self, req: &ServiceRequest, existing: &[ServiceDef]) -> Result<()> {
         let live: BTreeSet<(Protocol, u16)> = existing
             .iter()
             .flat_map(|s| s.published.iter().map(|p| (p.protocol, p.published)))
@@ -186,6 +187,15 @@ impl Agent {
                     .reservations
                     .check_free(p.protocol, p.published, &live)
                     .map_err(|why| AgentError::FailedPrecondition(format!("published: {why}")))?;
+                let key = BTreeSet::from([(p.protocol, p.published)]);
+                let dnat = tokio::task::spawn_blocking(move || {
+                    crate::mesh::firewall::scan_dnat(&key).unwrap_or_default()
+                })
+                .await
+                .unwrap_or_default();
+                if let Some(why) = dnat.into_values().next() {
+                    return Err(AgentError::FailedPrecondition(format!("published: {why}")));
+                }
             }
         }
         Ok(())

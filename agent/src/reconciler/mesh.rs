@@ -417,7 +417,12 @@ impl Reconciler {
         let failed_local = self.program_backends(agent, &specs).await;
         // 3. The host table.
         let wanted: BTreeSet<(Protocol, u16)> = ports.keys().copied().collect();
-        let blocked = mesh.reservations.sync(&wanted);
+        let blocked = mesh.reservations.sync(&wanted, |fresh| {
+            crate::mesh::firewall::scan_dnat(fresh).unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "listing the ruleset for other DNATs");
+                BTreeMap::new()
+            })
+        });
         for (key, why) in &blocked {
             tracing::warn!(port = %format!("{}/{}", key.0.as_str(), key.1), reason = %why, "published port not answered here");
         }
