@@ -1,6 +1,8 @@
 //! Tier-4 tests of published ports (the routing mesh): three real agents, backends on the
 //! hosts serving with the `probe` binary, and a real client in an outside namespace on the
-//! underlay (as on the hosts' own network) connecting to the hosts' own addresses.
+//! underlay (as on the hosts' own network) connecting to the hosts' own addresses. One backend
+//! container has a default route of its own (as with an orchestrator's bridge network):
+//! replies to published-port clients must still go back through the overlay.
 //!
 //! Every test needs root and the lab tools (installed if missing); otherwise it prints
 //! "skipped: <reason>" and passes. Named `serial_*`: nextest runs them one at a time.
@@ -244,8 +246,66 @@ fn serial_a_published_port_answers_on_every_host_from_all_backends_with_the_clie
         .expect("service create");
     println!("service web: {v}");
     assert_eq!(v["published"][1]["published_port"], 5353, "{v}");
-    let (_bs, _servers) = backends(&mut c, "web", &[0, 1, 2]);
+    let (bs, _servers) = backends(&mut c, "web", &[0, 1, 2]);
     let names = ["web1", "web2", "web3"];
+    // web3's container has its own default route (an orchestrator's bridge network, here a
+    // dead end): replies to published-port clients must not take it.
+    let gw = c.lab.add_container(2, "gw").expect("gateway namespace");
+    let name = |p: &Path| {
+        p.file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let (web3, gwn) = (name(&bs[2].netns), name(&gw));
+    for cmd in [
+        vec![
+            "ip", "link", "add", "eth9", "netns", &web3, "type", "veth", "peer", "name", "eth0",
+            "netns", &gwn,
+        ],
+        vec![
+            "ip",
+            "-n",
+            &web3,
+            "addr",
+            "add",
+            "172.31.0.2/24",
+            "dev",
+            "eth9",
+        ],
+        vec!["ip", "-n", &web3, "link", "set", "eth9", "up"],
+        vec![
+            "ip",
+            "-n",
+            &gwn,
+            "addr",
+            "add",
+            "172.31.0.1/24",
+            "dev",
+            "eth0",
+        ],
+        vec!["ip", "-n", &gwn, "link", "set", "eth0", "up"],
+        vec![
+            "ip",
+            "-n",
+            &web3,
+            "route",
+            "add",
+            "default",
+            "via",
+            "172.31.0.1",
+        ],
+    ] {
+        let o = std::process::Command::new(cmd[0])
+            .args(&cmd[1..])
+            .output()
+            .expect("ip");
+        assert!(
+            o.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
     for h in 0..3 {
         let took = wait_answers(&c, &cl, h, 8080, &names, PROPAGATION);
         println!(
