@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use networkdb::NodeId;
-
-use crate::spec::FieldError;
-use crate::tables;
 use serde_json::json;
 
 use super::Agent;
 use super::views::{KeysInfo, Member, StatusInfo};
 use crate::error::{AgentError, Result};
+use crate::spec::FieldError;
+use crate::tables;
 
 /// First and longest pause between join attempts.
 const JOIN_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));

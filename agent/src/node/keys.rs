@@ -1,14 +1,12 @@
 //! SetKeys: validate a new ring against what the kernel can use, apply the gossip ring to
 //! networkdb step by step, keep the dataplane ring for the ESP reconcile, save both.
 
-use crate::spec::KeysRequest;
-
-use crate::spec::FieldError;
-
 use super::Agent;
 use super::views::KeysInfo;
 use crate::error::{AgentError, Result};
 use crate::keys::{self, GossipStep, KeysFile, Rings};
+use crate::spec::FieldError;
+use crate::spec::KeysRequest;
 
 impl Agent {
     /// The rings in use.
