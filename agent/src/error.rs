@@ -1,7 +1,8 @@
 //! The agent's error type, mapped onto gRPC status codes at the API boundary.
 
-use crate::spec::FieldError;
 use tonic::Status;
+
+use crate::spec::FieldError;
 
 /// Errors of agent operations. Every message names the object (and the field, for invalid
 /// arguments) it is about.

@@ -14,10 +14,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::spec::{TaggedKey, ring_primary};
 use serde::{Deserialize, Serialize};
 
 use crate::node::views::RingInfo;
+use crate::spec::{TaggedKey, ring_primary};
 use crate::state::{StateError, write_atomic};
 
 /// The rings this node holds. A ring is empty when none was ever set (gossip keys from
@@ -100,20 +100,6 @@ struct FileRings {
     dataplane: Vec<FileKey>,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// `keys.json` in the state dir.
 #[derive(Clone, Debug)]
 pub struct KeysFile {
@@ -153,7 +139,8 @@ impl KeysFile {
                 .map(|k| {
                     Ok(TaggedKey {
                         tag: k.tag,
-                        key: unhex(&k.key)
+                        key: hex::decode(&k.key)
+                            .ok()
                             .ok_or_else(|| corrupt(format!("key of tag {} is not hex", k.tag)))?,
                     })
                 })
@@ -169,23 +156,17 @@ impl KeysFile {
 
     /// Replace the file (mode 0600), crash-safely.
     pub fn save(&self, rings: &Rings) -> Result<(), StateError> {
+        let ring = |keys: &[TaggedKey]| -> Vec<FileKey> {
+            keys.iter()
+                .map(|k| FileKey {
+                    tag: k.tag,
+                    key: hex::encode(&k.key),
+                })
+                .collect()
+        };
         let f = FileRings {
-            gossip: rings
-                .gossip
-                .iter()
-                .map(|k| FileKey {
-                    tag: k.tag,
-                    key: hex(&k.key),
-                })
-                .collect(),
-            dataplane: rings
-                .dataplane
-                .iter()
-                .map(|k| FileKey {
-                    tag: k.tag,
-                    key: hex(&k.key),
-                })
-                .collect(),
+            gossip: ring(&rings.gossip),
+            dataplane: ring(&rings.dataplane),
         };
         let bytes = serde_json::to_vec_pretty(&f).expect("rings serialize");
         write_atomic(&self.path, &bytes)?;

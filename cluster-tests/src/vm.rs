@@ -1,5 +1,5 @@
 //! Tier-5 harness: tests that need kernel features the CI kernel lacks (IPVS, ESP) run in
-//! qemu guests booted from Debian's stock kernel (DESIGN.md "Testing tiers").
+//! qemu guests booted from Debian's stock kernel (docs/ARCHITECTURE.md, "Testing tiers").
 //!
 //! **Kit.** [`kit`] runs `scripts/vm/prepare.sh` once per process: it downloads the kernel
 //! package and a few others with `apt-get download` (nothing is installed into the host's

@@ -1,5 +1,5 @@
 //! Network-namespace test lab: the machine room of the tier-4 cluster tests and of
-//! `swarmnet demo` (DESIGN.md "Testing tiers", kernel-lab.md sections 1 and 8).
+//! `swarmnet demo` (docs/ARCHITECTURE.md, "Testing tiers").
 //!
 //! A [`Lab`] owns, all named with one unique prefix `sl<pid % 1000>-<index>-<name>`:
 //! * `<prefix>-ul`: the underlay "switch", a namespace with bridge `br-ul` and one port

@@ -381,6 +381,20 @@ impl Worker {
         format!("{what} in {}", self.names.sandbox(vni))
     }
 
+    /// The sandbox of `vni` and its `vxlan0`; `None` when there is no `vxlan0` (nothing to
+    /// delete from).
+    async fn vxlan_of(
+        &mut self,
+        vni: u32,
+        op: &'static str,
+    ) -> Result<Option<(Handle, netlink::Link)>, Error> {
+        let h = self.sandbox(vni)?;
+        let vx = netlink::link_by_name(&h, VXLAN_NAME)
+            .await
+            .map_err(|e| Error::netlink(op, self.obj(VXLAN_NAME, vni), e))?;
+        Ok(vx.map(|vx| (h, vx)))
+    }
+
     async fn index(
         &self,
         h: &Handle,
@@ -581,11 +595,7 @@ impl Worker {
                 self.delete_link(&h, *vni, veth, "detach").await
             }
             Op::DeleteNeighbour { vni, ip } => {
-                let h = self.sandbox(*vni)?;
-                let Some(vx) = netlink::link_by_name(&h, VXLAN_NAME).await.map_err(|e| {
-                    Error::netlink("delete neighbour", self.obj(VXLAN_NAME, *vni), e)
-                })?
-                else {
+                let Some((h, vx)) = self.vxlan_of(*vni, "delete neighbour").await? else {
                     return Ok(());
                 };
                 match netlink::del_neighbour(&h, vx.index, *ip).await {
@@ -599,11 +609,7 @@ impl Worker {
                 }
             }
             Op::DeleteFdb { vni, mac } => {
-                let h = self.sandbox(*vni)?;
-                let Some(vx) = netlink::link_by_name(&h, VXLAN_NAME).await.map_err(|e| {
-                    Error::netlink("delete fdb entry", self.obj(VXLAN_NAME, *vni), e)
-                })?
-                else {
+                let Some((h, vx)) = self.vxlan_of(*vni, "delete fdb entry").await? else {
                     return Ok(());
                 };
                 let shown = self.obj(&crate::mac::format(mac), *vni);

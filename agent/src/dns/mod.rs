@@ -1,5 +1,5 @@
 //! Embedded DNS: a resolver at `127.0.0.11` (UDP and TCP, port 53 as the container sees it)
-//! in every local container namespace, answered by this agent (DESIGN.md "Embedded DNS").
+//! in every local container namespace, answered by this agent (docs/ARCHITECTURE.md, "Embedded DNS").
 //!
 //! | file | concept |
 //! | --- | --- |

@@ -9,7 +9,7 @@
 //!
 //! Why: a UDP "flow" (or a TCP flow whose backend vanished without a reset) keeps its DNAT
 //! binding for as long as conntrack remembers it, so without this its packets would keep
-//! going to a backend that is gone (user-lessons 4). Draining backends are kept: their
+//! going to a backend that is gone (moby/moby#36878). Draining backends are kept: their
 //! established flows must continue.
 //!
 //! Shared by both balancer implementations: [`flush_stale`] takes the VIP -> kept-backends

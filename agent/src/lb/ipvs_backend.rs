@@ -70,7 +70,7 @@ pub fn ipvs_available() -> Result<(), String> {
 }
 
 /// `net.ipv4.vs.conn_reuse_mode` for a kernel `release` such as `"6.1.0-18-amd64"`
-/// (user-lessons item 12): mode 1 makes IPVS reschedule a new connection that reuses the
+/// (kubernetes/kubernetes#70747, moby/moby#35082): mode 1 makes IPVS reschedule a new connection that reuses the
 /// source port of an old one, but before 5.9 it does so by dropping the first SYN while the
 /// old conntrack entry exists, a 1 s stall per reused port under many short connections
 /// (kubernetes#70747); mode 0 avoids the stall but pins reused ports to the old backend,

@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use networkdb::NodeId;
-
-use crate::spec::FieldError;
-use crate::tables;
 use serde_json::json;
 
 use super::Agent;
 use super::views::{KeysInfo, Member, StatusInfo};
 use crate::error::{AgentError, Result};
+use crate::spec::FieldError;
+use crate::tables;
 
 /// First and longest pause between join attempts.
 const JOIN_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
@@ -208,12 +207,14 @@ pub async fn join_loop(agent: Arc<Agent>, seeds: Vec<String>) {
     impl Drop for Running {
         fn drop(&mut self) {
             self.0
-                .join_loops
+                .join
+                .loops
                 .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
     agent
-        .join_loops
+        .join
+        .loops
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let _running = Running(agent.clone());
     let mut pause = JOIN_BACKOFF.0;
@@ -286,7 +287,8 @@ impl Agent {
     pub fn run_join_loop(self: &Arc<Self>, seeds: Vec<String>) {
         let task = tokio::spawn(join_loop(self.clone(), seeds));
         let previous = self
-            .join_task
+            .join
+            .task
             .lock()
             .expect("not poisoned")
             .replace(task.abort_handle());
@@ -297,6 +299,6 @@ impl Agent {
 
     /// Join loops running now: at most one.
     pub fn join_loops_running(&self) -> usize {
-        self.join_loops.load(std::sync::atomic::Ordering::SeqCst)
+        self.join.loops.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

@@ -1,19 +1,17 @@
 //! SetKeys: validate a new ring against what the kernel can use, apply the gossip ring to
 //! networkdb step by step, keep the dataplane ring for the ESP reconcile, save both.
 
-use crate::spec::KeysRequest;
-
-use crate::spec::FieldError;
-
 use super::Agent;
 use super::views::KeysInfo;
 use crate::error::{AgentError, Result};
 use crate::keys::{self, GossipStep, KeysFile, Rings};
+use crate::spec::FieldError;
+use crate::spec::KeysRequest;
 
 impl Agent {
     /// The rings in use.
     pub fn rings(&self) -> Rings {
-        self.rings.lock().expect("not poisoned").clone()
+        self.keys.rings.lock().expect("not poisoned").clone()
     }
 
     /// The dataplane ring as the ESP planner takes it (None: no keys set).
@@ -31,7 +29,7 @@ impl Agent {
 
     /// Cluster.SetKeys.
     pub async fn set_keys(&self, req: KeysRequest) -> Result<KeysInfo> {
-        let _guard = self.keys_lock.lock().await;
+        let _guard = self.keys.lock.lock().await;
         if let Some(ring) = &req.dataplane {
             // The ESP layer's own checks (beyond the shape checked by the proto layer).
             overlay::esp::KeyRing::new(ring.iter().map(|k| overlay::esp::EspKey {
@@ -43,7 +41,12 @@ impl Agent {
         let before = self.rings();
         let mut next = before.clone();
         if let Some(ring) = req.gossip {
-            let current = self.gossip_in_use.lock().expect("not poisoned").clone();
+            let current = self
+                .keys
+                .gossip_in_use
+                .lock()
+                .expect("not poisoned")
+                .clone();
             for step in keys::gossip_steps(&current, &ring) {
                 let r = match &step {
                     GossipStep::Add(k) => self.db.add_key(k.clone()).await,
@@ -52,7 +55,7 @@ impl Agent {
                 };
                 r.map_err(|e| AgentError::Internal(format!("gossip keyring: {e}")))?;
             }
-            *self.gossip_in_use.lock().expect("not poisoned") =
+            *self.keys.gossip_in_use.lock().expect("not poisoned") =
                 ring.iter().map(|k| k.key.clone()).collect();
             next.gossip = ring;
         }
@@ -64,7 +67,7 @@ impl Agent {
         tokio::task::spawn_blocking(move || file.save(&saved))
             .await
             .map_err(|e| AgentError::Internal(format!("saving the keys: {e}")))??;
-        *self.rings.lock().expect("not poisoned") = next.clone();
+        *self.keys.rings.lock().expect("not poisoned") = next.clone();
         tracing::info!(
             gossip = ?next.gossip.iter().map(|k| k.tag).collect::<Vec<_>>(),
             dataplane = ?next.dataplane.iter().map(|k| k.tag).collect::<Vec<_>>(),

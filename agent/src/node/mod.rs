@@ -65,20 +65,34 @@ pub struct Agent {
     /// Hybrid logical clock of network creation stamps (ms).
     hlc: Mutex<u64>,
     started: Instant,
-    join_state: Mutex<String>,
-    /// The running join loop (see [`Agent::run_join_loop`]).
-    join_task: Mutex<Option<tokio::task::AbortHandle>>,
-    join_loops: std::sync::atomic::AtomicUsize,
+    /// Joining the cluster (see [`Agent::run_join_loop`]).
+    join: JoinState,
     /// Host routes read at start (refreshed on every network creation).
     host_routes: Mutex<Vec<ipnetwork::Ipv4Network>>,
     /// The kernel-facing half: dataplane, balancer, resolver, and the passes over them.
     pub reconciler: Reconciler,
-    /// The key rings from SetKeys (see [`crate::keys`]).
+    /// The key rings (see [`Agent::set_keys`]).
+    keys: KeyState,
+}
+
+/// Joining the cluster: what status shows, and the one join loop running.
+#[derive(Debug, Default)]
+struct JoinState {
+    /// Empty while joined; the last error otherwise.
+    state: Mutex<String>,
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Join loops running now: at most one.
+    loops: std::sync::atomic::AtomicUsize,
+}
+
+/// The key rings from SetKeys (see [`crate::keys`]).
+#[derive(Debug)]
+struct KeyState {
     rings: Mutex<crate::keys::Rings>,
     /// The keys networkdb's gossip keyring holds now (the flags' or the ring's).
     gossip_in_use: Mutex<Vec<Vec<u8>>>,
     /// Serialises SetKeys.
-    keys_lock: tokio::sync::Mutex<()>,
+    lock: tokio::sync::Mutex<()>,
 }
 
 /// A new id for a network, service or endpoint: 128 random bits, as 32 hex digits.
@@ -149,18 +163,18 @@ impl Agent {
             create_lock: tokio::sync::Mutex::new(()),
             hlc: Mutex::new(0),
             started: Instant::now(),
-            join_state: Mutex::new(String::new()),
-            join_task: Mutex::new(None),
-            join_loops: std::sync::atomic::AtomicUsize::new(0),
+            join: JoinState::default(),
             host_routes: Mutex::new(Vec::new()),
             reconciler: Reconciler::new(dataplane, lb, dns, adopt),
-            gossip_in_use: Mutex::new(if rings.gossip.is_empty() {
-                cfg_gossip_keys
-            } else {
-                rings.gossip.iter().map(|k| k.key.clone()).collect()
-            }),
-            rings: Mutex::new(rings),
-            keys_lock: tokio::sync::Mutex::new(()),
+            keys: KeyState {
+                gossip_in_use: Mutex::new(if rings.gossip.is_empty() {
+                    cfg_gossip_keys
+                } else {
+                    rings.gossip.iter().map(|k| k.key.clone()).collect()
+                }),
+                rings: Mutex::new(rings),
+                lock: tokio::sync::Mutex::new(()),
+            },
         })
     }
 
@@ -196,11 +210,11 @@ impl Agent {
     }
 
     pub fn set_join_state(&self, s: String) {
-        *self.join_state.lock().expect("not poisoned") = s;
+        *self.join.state.lock().expect("not poisoned") = s;
     }
 
     pub fn join_state(&self) -> String {
-        self.join_state.lock().expect("not poisoned").clone()
+        self.join.state.lock().expect("not poisoned").clone()
     }
 
     /// MTU of endpoints of `def` on this node: the network's own, else the underlay's less

@@ -3,8 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::spec::{FieldError, NetworkRequest};
-use crate::tables;
 use ipnetwork::Ipv4Network;
 use networkdb::{CLUSTER, NodeId};
 
@@ -14,6 +12,8 @@ use crate::conflict;
 use crate::error::{AgentError, Result};
 use crate::pools::{self, overlaps};
 use crate::records::{self, NETWORKS, NetworkDef};
+use crate::spec::{FieldError, NetworkRequest};
+use crate::tables;
 
 impl Agent {
     /// Look a network up by name or id, or fail with NotFound.
@@ -139,12 +139,7 @@ impl Agent {
         let counts = self.endpoint_counts(&def.id).await?;
         let total: u32 = counts.values().sum();
         if total > 0 {
-            let names = self.node_names().await?;
-            let mut nodes: Vec<String> = counts
-                .keys()
-                .map(|n| names.get(n).cloned().unwrap_or_else(|| n.to_string()))
-                .collect();
-            nodes.sort();
+            let nodes = self.names_of(counts.keys()).await?;
             return Err(AgentError::FailedPrecondition(format!(
                 "network {} has {total} endpoint{} (on {}): detach {} first",
                 def.name,
@@ -158,15 +153,20 @@ impl Agent {
         Ok(())
     }
 
+    /// Names of `nodes` (their ids when the name is unknown), sorted.
+    async fn names_of(&self, nodes: impl Iterator<Item = &NodeId>) -> Result<Vec<String>> {
+        let names = self.node_names().await?;
+        let mut out: Vec<String> = nodes
+            .map(|n| names.get(n).cloned().unwrap_or_else(|| n.to_string()))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// A definition with the nodes that use it.
     pub async fn network_info(&self, def: &NetworkDef) -> Result<NetworkInfo> {
         let counts = self.endpoint_counts(&def.id).await?;
-        let names = self.node_names().await?;
-        let mut nodes: Vec<String> = counts
-            .keys()
-            .map(|n| names.get(n).cloned().unwrap_or_else(|| n.to_string()))
-            .collect();
-        nodes.sort();
+        let nodes = self.names_of(counts.keys()).await?;
         Ok(NetworkInfo {
             def: def.clone(),
             endpoints: counts.values().sum(),

@@ -12,15 +12,14 @@ use std::time::Duration;
 
 use networkdb::CLUSTER;
 
-use crate::spec::{FieldError, ServiceModeArg, ServiceRequest};
-use crate::tables;
-
 use super::views::{BackendInfo, EndpointInfo, PublishedStatusInfo, ServiceInfo, VipInfo};
 use super::{Agent, now_ms};
 use crate::error::{AgentError, Result};
 use crate::records::{
     self, EndpointRecord, NetworkDef, Protocol, SERVICES, ServiceDef, ServiceMode, ServicePort,
 };
+use crate::spec::{FieldError, ServiceModeArg, ServiceRequest};
+use crate::tables;
 
 /// A service created less than this long ago is never taken for deleted by the VIP release
 /// pass (its table entry may not be visible yet).

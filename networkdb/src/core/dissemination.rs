@@ -34,37 +34,35 @@ impl Core {
     /// Eager push: what was queued since the last flush goes to `fanout` members at once.
     pub(super) fn flush(&mut self, now: Duration, rt: &mut impl Runtime) {
         // A network without live members keeps its queue (and its budget) until one shows up.
-        let networks: Vec<NetworkId> = self
-            .nets
-            .iter()
-            .filter(|(id, n)| n.queue.has_eager() && self.has_candidates(id))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for nid in networks {
-            let keys = self
-                .nets
-                .get_mut(&nid)
-                .map(|n| n.queue.take_eager())
-                .unwrap_or_default();
-            self.send_keys(now, &nid, &keys, rt);
-        }
-        self.schedule_gossip(rt);
+        self.send_queued(now, |q| q.has_eager(), |q| q.take_eager(), rt);
     }
 
     /// A gossip round: every network with queued entries sends them to `fanout` members.
     pub(super) fn gossip_round(&mut self, now: Duration, rt: &mut impl Runtime) {
         self.stats.gossip_rounds += 1;
+        self.send_queued(now, |q| !q.is_empty(), |q| q.take_round(), rt);
+    }
+
+    /// For every network whose queue `has` something and that has live members: `take` keys
+    /// from the queue and send them; then schedule the next round if anything is left.
+    fn send_queued(
+        &mut self,
+        now: Duration,
+        has: impl Fn(&Queue) -> bool,
+        take: impl Fn(&mut Queue) -> Vec<(String, String)>,
+        rt: &mut impl Runtime,
+    ) {
         let networks: Vec<NetworkId> = self
             .nets
             .iter()
-            .filter(|(id, n)| !n.queue.is_empty() && self.has_candidates(id))
+            .filter(|(id, n)| has(&n.queue) && self.has_candidates(id))
             .map(|(id, _)| id.clone())
             .collect();
         for nid in networks {
             let keys = self
                 .nets
                 .get_mut(&nid)
-                .map(|n| n.queue.take_round())
+                .map(|n| take(&mut n.queue))
                 .unwrap_or_default();
             self.send_keys(now, &nid, &keys, rt);
         }

@@ -49,20 +49,6 @@ fn wall_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 fn corrupt(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::Persist {
         path: path.to_path_buf(),
@@ -103,7 +89,11 @@ pub(crate) fn load(path: &Path) -> Result<Loaded, Error> {
             .parse::<NodeId>()
             .map_err(|e| corrupt(path, format!("owner {:?}: {e}", r.owner)))?;
         let value = match &r.value {
-            Some(v) => Some(unhex(v).ok_or_else(|| corrupt(path, format!("value of {}", r.key)))?),
+            Some(v) => Some(
+                hex::decode(v)
+                    .ok()
+                    .ok_or_else(|| corrupt(path, format!("value of {}", r.key)))?,
+            ),
             None => None,
         };
         let ttl_ms = if value.is_none() {
@@ -143,7 +133,7 @@ pub(crate) fn save(path: &Path, records: &[EntryRecord]) -> std::io::Result<()> 
                 key: r.key.clone(),
                 owner: r.owner.to_string(),
                 version: r.version,
-                value: r.value.as_deref().map(hex),
+                value: r.value.as_deref().map(hex::encode),
                 ttl_ms: r.ttl_ms,
             })
             .collect(),

@@ -1,5 +1,5 @@
 //! Test harness for kernel tests: an underlay of network namespaces (a switch namespace with
-//! a bridge, N "host" namespaces joined to it by veths, like kernel-lab section 1), container
+//! a bridge, N "host" namespaces joined to it by veths, like the lab in `lab::Lab`), container
 //! namespaces, and a guard that tears everything down on drop, even on panic.
 
 #![allow(dead_code)]

@@ -1,9 +1,8 @@
-use proptest::prelude::*;
-
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use ipnetwork::Ipv4Network;
+use proptest::prelude::*;
 use proto::pb;
 
 use crate::spec::*;
