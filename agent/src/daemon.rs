@@ -177,6 +177,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), DaemonError> {
     let server = tokio::spawn(api::serve(
         Api {
             agent: agent.clone(),
+            watch: crate::watch::Hub::start(agent.clone()),
         },
         listeners,
         cfg.tls.clone(),

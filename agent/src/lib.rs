@@ -12,6 +12,7 @@
 //! | [`dataplane`], [`host`] | the kernel behind a trait; host facts |
 //! | [`api`], [`client`], [`commands`], [`output`] | gRPC server, client, CLI output |
 //! | [`metrics`] | Prometheus metrics and `/healthz` |
+//! | [`watch`] | the `Watch` API: the view as revisioned, resumable changes |
 
 pub mod api;
 pub mod cli;
@@ -37,3 +38,4 @@ pub mod spec;
 pub mod state;
 pub mod sys;
 pub mod tables;
+pub mod watch;

@@ -49,6 +49,27 @@ pub struct LocalEndpoint {
     /// resolv.conf written for the container (removed on detach).
     #[serde(default)]
     pub resolv_conf: Option<PathBuf>,
+    /// The caller's identity of the attachment (a CNI container id and interface, a Docker
+    /// endpoint id): attach and detach are idempotent by it.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Identity (device, inode) of the namespace `netns` named at attach: an endpoint with a
+    /// client id whose namespace is gone or replaced is detached by the agent.
+    #[serde(default)]
+    pub netns_id: Option<(u64, u64)>,
+    /// The container end was created in the agent's namespace and handed to a runtime that
+    /// moved it (Docker): the agent checks only the bridge end, and does not enter the
+    /// container's namespace (no embedded resolver or balancer there).
+    #[serde(default)]
+    pub handoff: bool,
+}
+
+impl LocalEndpoint {
+    /// Whether the agent works inside this endpoint's container namespace (resolver,
+    /// balancer): not for endpoints handed to a runtime.
+    pub fn in_container(&self) -> bool {
+        !self.handoff
+    }
 }
 
 /// Everything this node owns.
@@ -247,6 +268,9 @@ mod tests {
                 service: None,
                 disabled: false,
                 resolv_conf: None,
+                client_id: Some("cni:c1:eth0".into()),
+                netns_id: Some((4, 4026532000)),
+                handoff: false,
             },
         );
         st.claims

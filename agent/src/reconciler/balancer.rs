@@ -185,6 +185,9 @@ mod tests {
             service: None,
             disabled: false,
             resolv_conf: None,
+            client_id: None,
+            netns_id: None,
+            handoff: false,
         }
     }
 
