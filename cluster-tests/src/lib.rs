@@ -10,5 +10,6 @@ pub mod cni;
 pub mod harness;
 pub mod ndb;
 pub mod report;
+pub mod runtimes;
 pub mod serf;
 pub mod vm;
