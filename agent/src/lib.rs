@@ -13,6 +13,7 @@
 //! | [`api`], [`client`], [`commands`], [`output`] | gRPC server, client, CLI output |
 //! | [`metrics`] | Prometheus metrics and `/healthz` |
 //! | [`watch`] | the `Watch` API: the view as revisioned, resumable changes |
+//! | [`docker`] | the Docker network and IPAM plugin (legacy plugin protocol) |
 
 pub mod api;
 pub mod cli;
@@ -23,6 +24,7 @@ pub mod conflict;
 pub mod daemon;
 pub mod dataplane;
 pub mod dns;
+pub mod docker;
 pub mod error;
 pub mod host;
 pub mod ipam;

@@ -167,6 +167,10 @@ impl Agent {
             // address waits at least as long for its first block claim.)
             tokio::time::sleep(self.cfg.settle).await;
         }
+        if let (Some(ip), Some(cid)) = (spec.ip, &spec.client_id) {
+            // The address was reserved for this attachment (Docker's IPAM): take it over.
+            self.take_reservation(&def.id, ip, cid).await?;
+        }
         let ip = self.allocate_ip(def, spec.ip).await?;
         // Checked after allocation, so that a first attach sees the synced tables.
         let u = self.usage(&def.id).await?;
@@ -202,6 +206,7 @@ impl Agent {
             client_id: spec.client_id.clone(),
             netns_id: netns_identity(&spec.netns),
             handoff: spec.handoff,
+            handed_off: false,
         };
         if let Some(path) = &ep.resolv_conf {
             if self.reconciler.dns.is_none() {
@@ -229,6 +234,20 @@ impl Agent {
             }
             return Err(e);
         }
+        let ep = if ep.handoff {
+            // Created: from now on the runtime owns the container end.
+            let done = LocalEndpoint {
+                handed_off: true,
+                ..ep
+            };
+            self.update_local(|s| {
+                s.endpoints.insert(done.id.clone(), done.clone());
+            })
+            .await?;
+            done
+        } else {
+            ep
+        };
         self.publish_endpoint(&ep).await?;
         self.publish_node().await?;
         if let Err(e) = self.maintain_ipam(&def.id).await {
@@ -456,6 +475,57 @@ impl Agent {
         Ok(())
     }
 
+    /// Give the local endpoint attached with `client_id` a new name and aliases (a runtime
+    /// that learns its container's name only after the attach: Docker). Aliases that are
+    /// not valid names, or equal to the name, are left out. Refused (nothing changes) when
+    /// the name is taken on the network.
+    pub async fn rename_endpoint(
+        &self,
+        client_id: &str,
+        name: &str,
+        aliases: &[String],
+    ) -> Result<()> {
+        crate::spec::validate_name("name", name)?;
+        let _guard = self.attach_lock.lock().await;
+        let ep = self
+            .local()
+            .endpoints
+            .values()
+            .find(|e| e.client_id.as_deref() == Some(client_id))
+            .cloned()
+            .ok_or_else(|| AgentError::NotFound(format!("endpoint {client_id} not found")))?;
+        let mut keep: Vec<String> = Vec::new();
+        for a in aliases {
+            if a != name && crate::spec::validate_name("aliases", a).is_ok() && !keep.contains(a) {
+                keep.push(a.clone());
+            }
+        }
+        keep.truncate(crate::spec::MAX_ALIASES);
+        if ep.name == name && ep.aliases == keep {
+            return Ok(());
+        }
+        let u = self.usage(&ep.network).await?;
+        if let Some((id, node)) = u.names.get(name)
+            && *id != ep.id
+        {
+            return Err(AgentError::AlreadyExists(format!(
+                "name: endpoint {name} already exists on the network (id {id}, node {node})"
+            )));
+        }
+        let renamed = LocalEndpoint {
+            name: name.to_string(),
+            aliases: keep,
+            ..ep
+        };
+        self.update_local(|s| {
+            s.endpoints.insert(renamed.id.clone(), renamed.clone());
+        })
+        .await?;
+        self.publish_endpoint(&renamed).await?;
+        self.dirty.notify_one();
+        Ok(())
+    }
+
     /// One local endpoint by client id, or by name or id (and network); NOT_FOUND if none.
     pub async fn inspect_endpoint(
         &self,
@@ -554,7 +624,9 @@ impl Agent {
     /// unless this node holds VIPs there, its block claims and its membership of the network
     /// (which tombstones our claims; other nodes' entries are hidden here).
     pub(super) async fn release_network(&self, net_id: &str) -> Result<()> {
-        let keep = self.local().vip_networks.contains_key(net_id);
+        let local = self.local();
+        let keep =
+            local.vip_networks.contains_key(net_id) || local.pinned_networks.contains_key(net_id);
         self.update_local(|s| {
             s.networks.remove(net_id);
             if !keep {

@@ -14,6 +14,7 @@ mod ipam;
 mod keys;
 mod networks;
 mod recover;
+mod reservations;
 mod resolv_conf;
 mod services;
 #[cfg(test)]
@@ -37,6 +38,7 @@ use crate::records::{self, NODES, NetworkDef, NodeRecord};
 use crate::state::{LocalState, StateDir};
 
 pub use cluster::{join_loop, resolve_seeds, start_join};
+pub use endpoints::default_mac;
 
 /// VXLAN over IPv4 overhead subtracted from the underlay MTU.
 pub const VXLAN_OVERHEAD: u32 = 50;

@@ -203,7 +203,7 @@ impl Agent {
         if local.vips_on(net).next().is_some() || !local.vip_networks.contains_key(net) {
             return Ok(());
         }
-        let sandbox = local.networks.contains_key(net);
+        let sandbox = local.networks.contains_key(net) || local.pinned_networks.contains_key(net);
         self.update_local(|s| {
             s.vip_networks.remove(net);
             if !sandbox {

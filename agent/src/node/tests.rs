@@ -108,6 +108,7 @@ fn endpoint(i: usize) -> LocalEndpoint {
         client_id: None,
         netns_id: None,
         handoff: false,
+        handed_off: false,
     }
 }
 

@@ -51,6 +51,7 @@ pub fn desired(agent: &Agent, local: &LocalState, snap: &Snapshot) -> Desired {
             prefix_len: ep.prefix,
             mac: ep.mac,
             mtu: ep.mtu,
+            handoff: ep.overlay_handoff(),
         });
     }
     d.peers.sort();

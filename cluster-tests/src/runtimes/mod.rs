@@ -10,6 +10,7 @@
 //! | [`process`] | commands in a host namespace with a time bound; daemons stopped on drop; mount sweeps |
 //! | [`podman`] | one podman "host": containers.conf, storage, CNI configuration |
 //! | [`containerd`] | one containerd "host" and `ctr` (with `--cni` in a private mount view) |
+//! | [`docker`] | one dockerd "host" with its own plugin discovery directory |
 //!
 //! Machine facts that shape this (Debian 12, cgroup v1 hybrid, no CAP_SYS_RESOURCE):
 //! runtimes run under `nsenter --net` (never `ip netns exec`, which remounts `/sys` and hides
@@ -23,7 +24,7 @@
 //! `/var/lib/cni` (libcni's cache), `/run/containerd/{s,runc,fifo}` (shims), `/run/runc`.
 
 pub mod containerd;
-
+pub mod docker;
 pub mod image;
 pub mod podman;
 pub mod process;
