@@ -125,6 +125,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     /// `ctr ... <args>` in a private mount view where `/etc/cni/net.d`, `/opt/cni/bin` and
     /// `/var/lib/cni` are this host's (for `run --cni`).
     pub fn cni_cmd(&self, args: &[&str]) -> Command {
+        self.cni_cmd_in(&self.conf_dir, args)
+    }
+
+    /// [`Containerd::cni_cmd`] with another directory as `/etc/cni/net.d` (ctr uses the
+    /// first configuration list there).
+    pub fn cni_cmd_in(&self, conf_dir: &Path, args: &[&str]) -> Command {
         let script = "mount -t tmpfs -o size=1m swarmnet-etc-cni /etc/cni && mkdir -p /etc/cni/net.d && \
                       mount --bind \"$1\" /etc/cni/net.d && \
                       mount -t tmpfs -o size=1m swarmnet-opt /opt && mkdir -p /opt/cni/bin && \
@@ -133,7 +139,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                       shift 3 && exec ctr \"$@\"";
         let sock = self.socket();
         let (conf, bin, state) = (
-            self.conf_dir.display().to_string(),
+            conf_dir.display().to_string(),
             self.bin_dir.display().to_string(),
             self.cni_state.display().to_string(),
         );
