@@ -25,11 +25,31 @@ command -v xz >/dev/null 2>&1 || need_apt+=(xz-utils)
 command -v file >/dev/null 2>&1 || need_apt+=(file)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 [ -x /usr/sbin/conntrack ] || command -v conntrack >/dev/null 2>&1 || need_apt+=(conntrack)
+# Container runtimes for the runtime tests (cluster-tests/tests/runtimes_*.rs) and
+# scripts/bench-runtimes.sh: podman 4.3 (CNI backend), containerd 1.6 (ctr), dockerd 20.10,
+# runc, the reference CNI plugins and a static busybox for the test image.
+command -v podman >/dev/null 2>&1 || need_apt+=(podman)
+command -v containerd >/dev/null 2>&1 || need_apt+=(containerd)
+[ -x /usr/bin/docker ] && command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
+command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || need_apt+=(runc)
+[ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
+[ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' || need_apt+=(busybox-static)
+# The Python client example (examples/python) runs in a venv under target/.
+/usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+# Python packages of examples/python (gRPC, reflection and health clients), in a venv.
+pyenv="${CARGO_TARGET_DIR:-target}/pyenv"
+if ! "$pyenv/bin/python" -c 'import grpc, grpc_tools, grpc_reflection, grpc_health' >/dev/null 2>&1; then
+  echo "install-deps: python venv $pyenv with grpcio, grpcio-tools, grpcio-reflection, grpcio-health-checking"
+  /usr/bin/python3 -m venv "$pyenv"
+  "$pyenv/bin/pip" install -q --disable-pip-version-check \
+    grpcio grpcio-tools grpcio-reflection grpcio-health-checking
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

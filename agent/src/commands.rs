@@ -138,6 +138,7 @@ pub async fn run(args: &ClientArgs, cmd: Command) -> Result<String, CommandError
                             vni: vni.unwrap_or(0),
                             mtu: mtu.unwrap_or(0),
                             encrypted,
+                            ..Default::default()
                         })
                         .await?
                         .into_inner();
@@ -192,6 +193,7 @@ pub async fn run(args: &ClientArgs, cmd: Command) -> Result<String, CommandError
                             resolv_conf: resolv_conf.unwrap_or_default(),
                             dns_search,
                             dns_options,
+                            ..Default::default()
                         })
                         .await?
                         .into_inner();
@@ -201,6 +203,7 @@ pub async fn run(args: &ClientArgs, cmd: Command) -> Result<String, CommandError
                     c.detach(pb::DetachRequest {
                         endpoint: endpoint.clone(),
                         network: network.unwrap_or_default(),
+                        ..Default::default()
                     })
                     .await?;
                     ack(json, format!("{endpoint}\n"))
@@ -272,6 +275,7 @@ pub async fn run(args: &ClientArgs, cmd: Command) -> Result<String, CommandError
                         ports,
                         aliases,
                         published,
+                        ..Default::default()
                     };
                     let s = c.create(req).await?.into_inner();
                     show(json, &s, output::service)

@@ -202,6 +202,15 @@ pub struct AgentArgs {
     /// Published ports (the routing mesh).
     #[command(flatten)]
     pub publish: PublishArgs,
+    /// Serve Docker's network and IPAM plugin protocol (driver name `swarmnet`) on this unix
+    /// socket, e.g. /run/docker/plugins/swarmnet.sock [default: not served]. Also answers
+    /// DNS on each network's gateway address for Docker's embedded resolver.
+    #[arg(long, value_name = "PATH")]
+    pub docker_plugin: Option<PathBuf>,
+    /// dockerd's API, where the plugin learns container names and aliases
+    /// [default: unix:///var/run/docker.sock].
+    #[arg(long, value_name = "URL")]
+    pub docker_api: Option<String>,
 }
 
 /// The config file: the same keys as the flags (with `_`), plus `gossip_keys`, `join` and
@@ -251,6 +260,8 @@ pub struct FileConfig {
     pub publish_idle_timeout_secs: Option<u32>,
     #[serde(default)]
     pub publish_accept_iptables: bool,
+    pub docker_plugin: Option<PathBuf>,
+    pub docker_api: Option<String>,
 }
 
 impl FileConfig {
@@ -358,7 +369,20 @@ pub struct AgentConfig {
     pub dns: crate::dns::DnsConfig,
     /// Published ports (the routing mesh).
     pub publish: PublishConfig,
+    /// Docker's plugin protocol: where to serve it, and dockerd's API socket (see
+    /// [`AgentArgs::docker_plugin`]).
+    pub docker: Option<DockerPlugin>,
 }
+
+/// Where the Docker plugin is served and where dockerd's API is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DockerPlugin {
+    pub socket: PathBuf,
+    pub api: PathBuf,
+}
+
+/// Default dockerd API socket.
+pub const DEFAULT_DOCKER_API: &str = "unix:///var/run/docker.sock";
 
 impl AgentConfig {
     /// Merge the file (if `args.config`) and the flags, then validate.
@@ -602,7 +626,30 @@ impl AgentConfig {
                 format!("{node_reap} is outside 5..=2592000 (30 days)"),
             ));
         }
+        let docker = match a.docker_plugin.clone().or(f.docker_plugin) {
+            None => None,
+            Some(socket) => {
+                if !socket.is_absolute() {
+                    return Err(err(
+                        "docker_plugin",
+                        format!("{} is not an absolute path", socket.display()),
+                    ));
+                }
+                let url = a
+                    .docker_api
+                    .clone()
+                    .or(f.docker_api)
+                    .unwrap_or_else(|| DEFAULT_DOCKER_API.into());
+                let api = url
+                    .strip_prefix("unix://")
+                    .map(PathBuf::from)
+                    .filter(|p| p.is_absolute())
+                    .ok_or_else(|| err("docker_api", format!("{url}: expected unix:///path")))?;
+                Some(DockerPlugin { socket, api })
+            }
+        };
         Ok(AgentConfig {
+            docker,
             node_name,
             state_dir,
             listen_addr,

@@ -175,9 +175,25 @@ pub async fn run(cfg: AgentConfig) -> Result<(), DaemonError> {
     for ep in &cfg.api {
         tracing::info!(endpoint = %ep, "serving the API");
     }
+    let docker = match &cfg.docker {
+        Some(d) => {
+            let plugin = crate::docker::Plugin::new(agent.clone(), d.api.clone())
+                .map_err(|e| DaemonError::Api(format!("docker_plugin: {e}")))?;
+            let listener = crate::docker::server::bind(&d.socket).map_err(DaemonError::Api)?;
+            tracing::info!(socket = %d.socket.display(), api = %d.api.display(), "serving the Docker network and IPAM plugin");
+            Some(tokio::spawn(crate::docker::server::serve(
+                plugin,
+                listener,
+                d.socket.clone(),
+                stop_rx.clone(),
+            )))
+        }
+        None => None,
+    };
     let server = tokio::spawn(api::serve(
         Api {
             agent: agent.clone(),
+            watch: crate::watch::Hub::start(agent.clone()),
         },
         listeners,
         cfg.tls.clone(),
@@ -204,6 +220,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), DaemonError> {
         }
     }
     let _ = rec.await;
+    if let Some(d) = docker {
+        let _ = d.await;
+    }
     if let Some(dns) = &agent.reconciler.dns {
         for (ns, e) in dns.shutdown().await {
             tracing::debug!(netns = %ns.display(), error = %e, "stopping the DNS resolver");

@@ -13,6 +13,8 @@
 //! | [`api`], [`client`], [`commands`], [`output`] | gRPC server, client, CLI output |
 //! | [`metrics`] | Prometheus metrics and `/healthz` |
 //! | [`mesh`] | published ports: the routing mesh on the nodes' own addresses |
+//! | [`watch`] | the `Watch` API: the view as revisioned, resumable changes |
+//! | [`docker`] | the Docker network and IPAM plugin (legacy plugin protocol) |
 
 pub mod api;
 pub mod cli;
@@ -23,6 +25,7 @@ pub mod conflict;
 pub mod daemon;
 pub mod dataplane;
 pub mod dns;
+pub mod docker;
 pub mod error;
 pub mod host;
 pub mod ipam;
@@ -39,3 +42,4 @@ pub mod spec;
 pub mod state;
 pub mod sys;
 pub mod tables;
+pub mod watch;

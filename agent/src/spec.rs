@@ -37,6 +37,8 @@ impl FieldError {
 /// A validated `CreateNetworkRequest`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkRequest {
+    /// Client-supplied id (see [`validate_id`]); `None`: a random one.
+    pub id: Option<String>,
     pub name: String,
     pub subnet: Option<Ipv4Network>,
     pub gateway: Option<Ipv4Addr>,
@@ -62,6 +64,12 @@ pub struct AttachSpec {
     pub resolv_conf: Option<PathBuf>,
     pub dns_search: Vec<String>,
     pub dns_options: Vec<String>,
+    /// The caller's stable identity of the attachment (see [`validate_client_id`]).
+    pub client_id: Option<String>,
+    /// The container end is created in `netns` (the agent's own namespace) as `ifname` and
+    /// handed to a runtime that moves it into the container itself (Docker's remote network
+    /// drivers work so). Never set from the API: the agent's Docker plugin sets it.
+    pub handoff: bool,
 }
 
 /// Interface name used in the container when the request gives none.
@@ -97,6 +105,8 @@ pub const MAX_PORTS: usize = 64;
 /// A validated `CreateServiceRequest`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceRequest {
+    /// Client-supplied id (see [`validate_id`]); `None`: a random one.
+    pub id: Option<String>,
     pub name: String,
     /// Network names or ids, deduplicated, in request order.
     pub networks: Vec<String>,
@@ -167,6 +177,34 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<(), FieldError> 
         return Err(FieldError::new(
             field,
             format!("{name:?} contains {c:?}: only letters, digits, '_', '.' and '-' are allowed"),
+        ));
+    }
+    Ok(())
+}
+
+/// Client-supplied ids of networks and services: the rules of names ([`validate_name`]).
+pub fn validate_id(field: &'static str, id: &str) -> Result<(), FieldError> {
+    validate_name(field, id)
+}
+
+/// Longest client id of an endpoint.
+pub const MAX_CLIENT_ID_LEN: usize = 255;
+
+/// Client ids of endpoints: 1..=255 printable ASCII characters, no spaces.
+pub fn validate_client_id(field: &'static str, id: &str) -> Result<(), FieldError> {
+    if id.is_empty() || id.len() > MAX_CLIENT_ID_LEN {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "{} characters: a client id has 1..={MAX_CLIENT_ID_LEN}",
+                id.len()
+            ),
+        ));
+    }
+    if let Some(c) = id.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(FieldError::new(
+            field,
+            format!("{id:?} contains {c:?}: only printable ASCII without spaces is allowed"),
         ));
     }
     Ok(())

@@ -49,6 +49,40 @@ pub struct LocalEndpoint {
     /// resolv.conf written for the container (removed on detach).
     #[serde(default)]
     pub resolv_conf: Option<PathBuf>,
+    /// The caller's identity of the attachment (a CNI container id and interface, a Docker
+    /// endpoint id): attach and detach are idempotent by it.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Identity (device, inode) of the namespace `netns` named at attach: an endpoint with a
+    /// client id whose namespace is gone or replaced is detached by the agent.
+    #[serde(default)]
+    pub netns_id: Option<(u64, u64)>,
+    /// The container end was created in the agent's namespace and handed to a runtime that
+    /// moved it (Docker): the agent checks only the bridge end, and does not enter the
+    /// container's namespace (no embedded resolver or balancer there).
+    #[serde(default)]
+    pub handoff: bool,
+    /// The hand-off happened: the pair was created and its container end given to the
+    /// runtime (the overlay then keeps only the bridge end, and never re-creates it).
+    #[serde(default)]
+    pub handed_off: bool,
+}
+
+impl LocalEndpoint {
+    /// Whether the agent works inside this endpoint's container namespace (resolver,
+    /// balancer): not for endpoints handed to a runtime.
+    pub fn in_container(&self) -> bool {
+        !self.handoff
+    }
+
+    /// The overlay's view of the hand-off.
+    pub fn overlay_handoff(&self) -> overlay::Handoff {
+        match (self.handoff, self.handed_off) {
+            (false, _) => overlay::Handoff::No,
+            (true, false) => overlay::Handoff::Pending,
+            (true, true) => overlay::Handoff::Done,
+        }
+    }
 }
 
 /// This node's ingress endpoint on one network: its door into the overlay for published
@@ -86,12 +120,26 @@ pub struct LocalState {
     /// Ingress endpoints by network id (published ports need them; see [`IngressEndpoint`]).
     #[serde(default)]
     pub ingress: BTreeMap<String, IngressEndpoint>,
+    /// Networks held for a runtime's own network object without local endpoints (a Docker
+    /// network on this node): joined and with block claims, so that addresses can be
+    /// reserved on them before any endpoint exists. A copy of the definition as pinned.
+    #[serde(default)]
+    pub pinned_networks: BTreeMap<String, NetworkDef>,
+    /// Addresses reserved ahead of an attach (Docker's IPAM hands out addresses before the
+    /// endpoint exists): network id -> address -> holder (the client id the attach will
+    /// carry, or a placeholder until it is known). An attach with that client id and address
+    /// takes the reservation over.
+    #[serde(default)]
+    pub reservations: BTreeMap<String, BTreeMap<Ipv4Addr, String>>,
 }
 
 impl LocalState {
     /// Definition of a network this node holds addresses on (endpoints or VIPs).
     pub fn held_network(&self, id: &str) -> Option<&NetworkDef> {
-        self.networks.get(id).or_else(|| self.vip_networks.get(id))
+        self.networks
+            .get(id)
+            .or_else(|| self.vip_networks.get(id))
+            .or_else(|| self.pinned_networks.get(id))
     }
 
     /// Ids of the networks this node holds addresses on.
@@ -99,6 +147,7 @@ impl LocalState {
         self.networks
             .keys()
             .chain(self.vip_networks.keys())
+            .chain(self.pinned_networks.keys())
             .cloned()
             .collect()
     }
@@ -108,6 +157,14 @@ impl LocalState {
         self.services
             .values()
             .filter_map(move |s| s.vips.get(net).copied())
+    }
+
+    /// Addresses reserved on `net`.
+    pub fn reserved_on<'a>(&'a self, net: &str) -> impl Iterator<Item = Ipv4Addr> + 'a {
+        self.reservations
+            .get(net)
+            .into_iter()
+            .flat_map(|r| r.keys().copied())
     }
 
     /// Local endpoint count per network id.
@@ -262,6 +319,10 @@ mod tests {
                 service: None,
                 disabled: false,
                 resolv_conf: None,
+                client_id: Some("cni:c1:eth0".into()),
+                netns_id: Some((4, 4026532000)),
+                handoff: false,
+                handed_off: false,
             },
         );
         st.claims

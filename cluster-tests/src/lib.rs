@@ -3,10 +3,13 @@
 //! [`serf`] runs HashiCorp serf agents on loopback so benchmarks can compare
 //! swarmnet's gossip store against a well-known SWIM/gossip implementation in
 //! the same run. [`vm`] boots qemu guests with Debian's stock kernel for the tests that
-//! need kernel features the CI kernel lacks (IPVS, ESP).
+//! need kernel features the CI kernel lacks (IPVS, ESP). [`cni`] builds and calls the CNI
+//! plugin as a runtime would.
 
+pub mod cni;
 pub mod harness;
 pub mod ndb;
 pub mod report;
+pub mod runtimes;
 pub mod serf;
 pub mod vm;

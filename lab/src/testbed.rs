@@ -98,6 +98,8 @@ pub struct ClusterOptions {
     pub cancel: Option<Arc<AtomicBool>>,
     /// More `swarmnet agent` flags for every agent (e.g. `--node-reap-secs 15`).
     pub agent_args: Vec<String>,
+    /// More flags for one agent: `host_args[i]` for host `i` (hosts past the end get none).
+    pub host_args: Vec<Vec<String>>,
 }
 
 impl ClusterOptions {
@@ -111,6 +113,7 @@ impl ClusterOptions {
             join_timeout: Duration::from_secs(30),
             cancel: None,
             agent_args: Vec::new(),
+            host_args: Vec::new(),
         }
     }
 }
@@ -286,6 +289,7 @@ impl AgentCluster {
             args.extend(["--reconcile-interval-secs".into(), s.to_string()]);
         }
         args.extend(self.opts.agent_args.iter().cloned());
+        args.extend(self.opts.host_args.get(i).into_iter().flatten().cloned());
         // Forwarded DNS stays in the lab: tests that need an upstream run it on host 0.
         args.extend([
             "--dns-upstream".into(),

@@ -438,6 +438,10 @@ impl Worker {
             let Some(vni) = vni_of.get(e.network.as_str()) else {
                 continue;
             };
+            if e.handoff == crate::Handoff::Done {
+                // The runtime moved it: not ours to read.
+                continue;
+            }
             let veth_name = self.names.veth(&e.id);
             let exists = actual
                 .sandboxes

@@ -60,4 +60,4 @@ pub use names::{BRIDGE_NAME, MAX_PREFIX_LEN, NETNS_RUN_DIR, Names, VXLAN_NAME, f
 pub use op::Op;
 pub use plan::plan;
 pub use report::{OpFailure, Report};
-pub use spec::{Desired, LocalEndpoint, NetworkSpec, RemotePeer, valid_ifname};
+pub use spec::{Desired, Handoff, LocalEndpoint, NetworkSpec, RemotePeer, valid_ifname};

@@ -48,6 +48,26 @@ pub struct LocalEndpoint {
     pub mac: [u8; 6],
     /// MTU of both veth ends.
     pub mtu: u32,
+    /// Whether the container end is handed to a runtime that moves it (see [`Handoff`]).
+    #[serde(default)]
+    pub handoff: Handoff,
+}
+
+/// Endpoints whose container end a runtime takes over (Docker's remote network drivers:
+/// the driver creates the pair with the container end in the host namespace and names it,
+/// the runtime moves it into the container, renames it and sets its address).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Handoff {
+    /// An ordinary endpoint: both ends are checked and repaired.
+    #[default]
+    No,
+    /// Not handed over yet: created (container end in `netns` as `ifname`) and checked like
+    /// an ordinary endpoint.
+    Pending,
+    /// Handed over: only the sandbox end is checked, and it is never re-created (when it is
+    /// gone, the runtime's container went with it); the container end is not read.
+    Done,
 }
 
 /// An endpoint on another node, as published in the `peers` table.

@@ -12,3 +12,19 @@
 pub mod pb {
     tonic::include_proto!("swarmnet.v1");
 }
+
+/// The encoded `FileDescriptorSet` of `swarmnet.proto` (with its comments), for the gRPC
+/// server reflection service.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/swarmnet_descriptor.bin"));
+
+/// Fully qualified names of the services in [`pb`], as reflection and health checks name
+/// them.
+pub const SERVICE_NAMES: [&str; 6] = [
+    "swarmnet.v1.Cluster",
+    "swarmnet.v1.Networks",
+    "swarmnet.v1.Endpoints",
+    "swarmnet.v1.Services",
+    "swarmnet.v1.Watch",
+    "swarmnet.v1.Debug",
+];

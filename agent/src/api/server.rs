@@ -9,6 +9,7 @@ use proto::pb::debug_server::DebugServer;
 use proto::pb::endpoints_server::EndpointsServer;
 use proto::pb::networks_server::NetworksServer;
 use proto::pb::services_server::ServicesServer;
+use proto::pb::watch_server::WatchServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
@@ -79,14 +80,53 @@ pub fn server_tls(files: &TlsFiles) -> Result<ServerTlsConfig, String> {
         .client_auth_optional(false))
 }
 
-fn router(api: &Api, builder: Server) -> tonic::transport::server::Router {
+/// The standard services beside ours: health (every service SERVING while the agent runs)
+/// and server reflection (v1 and v1alpha, from the compiled descriptor sets).
+type Health = tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>;
+
+async fn health() -> Health {
+    let reporter = tonic_health::server::HealthReporter::new();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    for name in proto::SERVICE_NAMES {
+        reporter
+            .set_service_status(name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(reporter),
+    )
+}
+
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+fn router(
+    api: &Api,
+    health: &Health,
+    builder: Server,
+) -> Result<tonic::transport::server::Router, String> {
     let mut builder = builder;
-    builder
+    let v1 = reflection()
+        .build_v1()
+        .map_err(|e| format!("reflection: {e}"))?;
+    let v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| format!("reflection: {e}"))?;
+    Ok(builder
         .add_service(ClusterServer::new(api.clone()))
         .add_service(NetworksServer::new(api.clone()))
         .add_service(EndpointsServer::new(api.clone()))
         .add_service(ServicesServer::new(api.clone()))
+        .add_service(WatchServer::new(api.clone()))
         .add_service(DebugServer::new(api.clone()))
+        .add_service(health.clone())
+        .add_service(v1)
+        .add_service(v1alpha))
 }
 
 /// Serve the API on every listener until `stop` turns true. Unix socket files are removed
@@ -99,8 +139,9 @@ pub async fn serve(
 ) -> Result<(), String> {
     let mut tasks = tokio::task::JoinSet::new();
     let tls_cfg = tls.as_ref().map(server_tls).transpose()?;
+    let health = health().await;
     for (path, l) in listeners.unix {
-        let r = router(&api, Server::builder());
+        let r = router(&api, &health, Server::builder())?;
         let mut stop = stop.clone();
         tasks.spawn(async move {
             let res = r
@@ -119,7 +160,7 @@ pub async fn serve(
         let builder = Server::builder()
             .tls_config(cfg)
             .map_err(|e| format!("api tls: {e}"))?;
-        let r = router(&api, builder);
+        let r = router(&api, &health, builder)?;
         let addr = l.local_addr().map_err(|e| e.to_string())?;
         let mut stop = stop.clone();
         tasks.spawn(async move {

@@ -8,6 +8,7 @@ use proto::pb::debug_server::Debug;
 use proto::pb::endpoints_server::Endpoints;
 use proto::pb::networks_server::Networks;
 use proto::pb::services_server::Services;
+use proto::pb::watch_server::Watch;
 use tonic::{Request, Response, Status};
 
 use crate::node::Agent;
@@ -17,6 +18,8 @@ use crate::spec::{AttachSpec, FieldError, KeysRequest, NetworkRequest, ServiceRe
 #[derive(Debug, Clone)]
 pub struct Api {
     pub agent: Arc<Agent>,
+    /// The `Watch` service's view and streams.
+    pub watch: Arc<crate::watch::Hub>,
 }
 
 type R<T> = Result<Response<T>, Status>;
@@ -67,8 +70,8 @@ impl Networks for Api {
     }
 
     async fn delete(&self, r: Request<pb::DeleteNetworkRequest>) -> R<pb::DeleteNetworkResponse> {
-        self.agent.delete_network(&r.into_inner().network).await?;
-        ok(pb::DeleteNetworkResponse {})
+        let deleted = self.agent.delete_network(&r.into_inner().network).await?;
+        ok(pb::DeleteNetworkResponse { deleted })
     }
 
     async fn list(&self, _: Request<pb::ListNetworksRequest>) -> R<pb::ListNetworksResponse> {
@@ -96,10 +99,38 @@ impl Endpoints for Api {
 
     async fn detach(&self, r: Request<pb::DetachRequest>) -> R<pb::DetachResponse> {
         let r = r.into_inner();
-        self.agent
-            .detach(&r.endpoint, Some(r.network.as_str()))
+        let deleted = match (r.endpoint.is_empty(), r.client_id.is_empty()) {
+            (true, false) => self.agent.detach_client(&r.client_id).await?,
+            (false, true) => {
+                self.agent
+                    .detach(&r.endpoint, Some(r.network.as_str()))
+                    .await?
+            }
+            (false, false) => {
+                return Err(FieldError::new(
+                    "client_id",
+                    "give either an endpoint or a client_id, not both",
+                )
+                .into());
+            }
+            (true, true) => {
+                return Err(FieldError::new(
+                    "endpoint",
+                    "required (an endpoint name or id, or a client_id)",
+                )
+                .into());
+            }
+        };
+        ok(pb::DetachResponse { deleted })
+    }
+
+    async fn inspect(&self, r: Request<pb::InspectEndpointRequest>) -> R<pb::Endpoint> {
+        let r = r.into_inner();
+        let e = self
+            .agent
+            .inspect_endpoint(&r.endpoint, &r.network, &r.client_id)
             .await?;
-        ok(pb::DetachResponse {})
+        ok((&e).into())
     }
 
     async fn list(&self, r: Request<pb::ListEndpointsRequest>) -> R<pb::ListEndpointsResponse> {
@@ -136,8 +167,8 @@ impl Services for Api {
     }
 
     async fn delete(&self, r: Request<pb::DeleteServiceRequest>) -> R<pb::DeleteServiceResponse> {
-        self.agent.delete_service(&r.into_inner().service).await?;
-        ok(pb::DeleteServiceResponse {})
+        let deleted = self.agent.delete_service(&r.into_inner().service).await?;
+        ok(pb::DeleteServiceResponse { deleted })
     }
 
     async fn list(&self, _: Request<pb::ListServicesRequest>) -> R<pb::ListServicesResponse> {
@@ -149,6 +180,17 @@ impl Services for Api {
     async fn inspect(&self, r: Request<pb::InspectServiceRequest>) -> R<pb::Service> {
         let svc = self.agent.find_service(&r.into_inner().service).await?;
         ok((&self.agent.service_info(&svc, true).await?).into())
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for Api {
+    type EventsStream = crate::watch::hub::EventStream;
+
+    async fn events(&self, r: Request<pb::WatchRequest>) -> R<Self::EventsStream> {
+        // The stream starts from a view that includes every call answered before it.
+        self.watch.refresh(&self.agent).await?;
+        ok(self.watch.subscribe(&r.into_inner()))
     }
 }
 

@@ -113,6 +113,31 @@ pub async fn open(path: &Path, nft: PathBuf) -> Result<NsSockets, DnsError> {
     .await
 }
 
+/// In the namespace at `path` (a network sandbox): binds UDP and TCP on `ip:53` directly (no
+/// DNAT: queries arrive from other namespaces, over the bridge that holds `ip`).
+pub async fn open_at(path: &Path, ip: std::net::Ipv4Addr) -> Result<NsSockets, DnsError> {
+    let id = ns_id(path)?;
+    let shown = path.display().to_string();
+    in_netns(path, move || {
+        let io = |what: &'static str| {
+            let shown = shown.clone();
+            move |e: std::io::Error| DnsError::Io {
+                what,
+                path: shown,
+                source: e,
+            }
+        };
+        let udp = UdpSocket::bind((ip, 53)).map_err(io("bind udp <gateway>:53 in"))?;
+        let tcp = TcpListener::bind((ip, 53)).map_err(io("bind tcp <gateway>:53 in"))?;
+        udp.set_nonblocking(true)
+            .map_err(io("set nonblocking in"))?;
+        tcp.set_nonblocking(true)
+            .map_err(io("set nonblocking in"))?;
+        Ok(NsSockets { udp, tcp, id })
+    })
+    .await
+}
+
 /// Re-installs the DNAT rules in the namespace at `path` unless they already send port 53 to
 /// `udp_port` / `tcp_port` (someone deleted or edited the table). `Ok(true)` when repaired.
 pub async fn ensure_rules(

@@ -100,6 +100,8 @@ pub struct SyncReport {
 pub struct Resolver {
     shared: Arc<Shared>,
     served: Mutex<BTreeMap<PathBuf, Served>>,
+    /// Network sandboxes served on their gateway address (see [`Resolver::sync_gateways`]).
+    gateways: Mutex<BTreeMap<PathBuf, (std::net::Ipv4Addr, Served)>>,
 }
 
 impl Resolver {
@@ -118,6 +120,7 @@ impl Resolver {
         let r = Arc::new(Resolver {
             shared,
             served: Mutex::new(BTreeMap::new()),
+            gateways: Mutex::new(BTreeMap::new()),
         });
         r.reload_upstreams();
         r
@@ -224,6 +227,49 @@ impl Resolver {
         report
     }
 
+    /// Makes the served network sandboxes match `sandboxes` (namespace path -> (gateway
+    /// address, network id)): each answers on `<gateway>:53` with its network's names (and
+    /// forwards the rest), for runtimes whose containers keep their own resolver and forward
+    /// to the gateway (Docker's embedded DNS with `--dns <gateway>`). Idempotent.
+    pub async fn sync_gateways(
+        &self,
+        sandboxes: &BTreeMap<PathBuf, (std::net::Ipv4Addr, String)>,
+    ) -> SyncReport {
+        let mut report = SyncReport::default();
+        let mut served = self.gateways.lock().await;
+        let gone: Vec<PathBuf> = served
+            .iter()
+            .filter(|(p, (ip, s))| {
+                sandboxes.get(*p).is_none_or(|(want, _)| want != ip)
+                    || netns::ns_id(p).map_or(true, |id| id != s.id)
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in gone {
+            if let Some((_, s)) = served.remove(&p) {
+                s.stop();
+                report.stopped.push(p);
+            }
+        }
+        for (path, (ip, net)) in sandboxes {
+            if served.contains_key(path) {
+                continue;
+            }
+            let started = match netns::open_at(path, *ip).await {
+                Ok(socks) => self.serve(path, std::slice::from_ref(net), socks),
+                Err(e) => Err(e),
+            };
+            match started {
+                Ok(s) => {
+                    served.insert(path.clone(), (*ip, s));
+                    report.started.push(path.clone());
+                }
+                Err(e) => report.errors.push((path.clone(), e)),
+            }
+        }
+        report
+    }
+
     async fn start(
         &self,
         path: &Path,
@@ -238,6 +284,16 @@ impl Resolver {
             });
         }
         let socks = netns::open(path, self.shared.config.nft.clone()).await?;
+        self.serve(path, nets, socks)
+    }
+
+    /// Serve `socks` (created in the namespace at `path`) for `nets`.
+    fn serve(
+        &self,
+        path: &Path,
+        nets: &[String],
+        socks: netns::NsSockets,
+    ) -> Result<Served, DnsError> {
         let ports = netns::ports(&socks);
         let io = |what: &'static str| {
             let path = path.display().to_string();
@@ -303,6 +359,9 @@ impl Resolver {
             if let Err(e) = netns::close(&p, self.shared.config.nft.clone()).await {
                 errors.push((p, e));
             }
+        }
+        for (_, (_, s)) in std::mem::take(&mut *self.gateways.lock().await) {
+            s.stop();
         }
         self.shared.metrics.namespaces.set(0);
         self.shared.pool.retain(&[]);

@@ -1,6 +1,10 @@
-//! Endpoints: attach (address, kernel, tables), detach, list.
+//! Endpoints: attach (address, kernel, tables), detach, list, inspect; attach and detach
+//! by a client id (idempotent, for runtimes that retry: CNI, Docker), and the removal of
+//! client endpoints whose container namespace is gone.
 
 use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
 
 use super::Agent;
 use super::views::{EndpointInfo, LocalPart};
@@ -9,6 +13,24 @@ use crate::records::{self, ENDPOINTS, EndpointRecord, NetworkDef, PEERS, PeerRec
 use crate::spec::{AttachSpec, FieldError, format_mac};
 use crate::state::LocalEndpoint;
 use crate::tables;
+
+/// Identity (device, inode) of the namespace file at `path`, if it can be read.
+pub fn netns_identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Whether the namespace `ep` was attached to is gone (its path is missing or names another
+/// namespace now). Handed-off endpoints are the runtime's to remove: never gone here.
+pub fn netns_gone(ep: &LocalEndpoint) -> bool {
+    if ep.handoff {
+        return false;
+    }
+    match (ep.netns_id, netns_identity(&ep.netns)) {
+        (_, None) => true,
+        (Some(was), Some(now)) => was != now,
+        (None, Some(_)) => false,
+    }
+}
 
 /// Default MAC of an endpoint: `02:42` followed by its IPv4 address.
 pub fn default_mac(ip: Ipv4Addr) -> [u8; 6] {
@@ -44,13 +66,29 @@ impl Agent {
         Ok(())
     }
 
-    /// Attach.
+    /// Attach. With a client id: idempotent (see `AttachRequest.client_id` in the API).
     pub async fn attach(&self, spec: AttachSpec) -> Result<EndpointInfo> {
         self.reconciler
             .dataplane
             .can_attach()
             .map_err(AgentError::FailedPrecondition)?;
         let _guard = self.attach_lock.lock().await;
+        if let Some(cid) = &spec.client_id {
+            let existing = self
+                .local()
+                .endpoints
+                .values()
+                .find(|e| e.client_id.as_deref() == Some(cid.as_str()))
+                .cloned();
+            if let Some(ep) = existing {
+                if netns_gone(&ep) {
+                    tracing::info!(endpoint = %ep.name, client_id = %cid, "the namespace of an earlier attach with this client id is gone: replacing it");
+                    self.detach_locked(&ep).await?;
+                } else {
+                    return self.same_attach(&ep, &spec).await;
+                }
+            }
+        }
         let view = tables::network_view(&self.db).await?;
         let def = view
             .find(&spec.network)
@@ -86,7 +124,7 @@ impl Agent {
         if let Some(e) = local
             .endpoints
             .values()
-            .find(|e| e.netns == spec.netns && e.ifname == spec.ifname)
+            .find(|e| e.netns == spec.netns && e.ifname == spec.ifname && !netns_gone(e))
         {
             return Err(AgentError::AlreadyExists(format!(
                 "ifname: {} in {} is already endpoint {} ({})",
@@ -129,6 +167,10 @@ impl Agent {
             // address waits at least as long for its first block claim.)
             tokio::time::sleep(self.cfg.settle).await;
         }
+        if let (Some(ip), Some(cid)) = (spec.ip, &spec.client_id) {
+            // The address was reserved for this attachment (Docker's IPAM): take it over.
+            self.take_reservation(&def.id, ip, cid).await?;
+        }
         let ip = self.allocate_ip(def, spec.ip).await?;
         // Checked after allocation, so that a first attach sees the synced tables.
         let u = self.usage(&def.id).await?;
@@ -161,6 +203,10 @@ impl Agent {
             service: service.map(|s| s.id.clone()),
             disabled: false,
             resolv_conf: spec.resolv_conf.clone(),
+            client_id: spec.client_id.clone(),
+            netns_id: netns_identity(&spec.netns),
+            handoff: spec.handoff,
+            handed_off: false,
         };
         if let Some(path) = &ep.resolv_conf {
             if self.reconciler.dns.is_none() {
@@ -188,6 +234,20 @@ impl Agent {
             }
             return Err(e);
         }
+        let ep = if ep.handoff {
+            // Created: from now on the runtime owns the container end.
+            let done = LocalEndpoint {
+                handed_off: true,
+                ..ep
+            };
+            self.update_local(|s| {
+                s.endpoints.insert(done.id.clone(), done.clone());
+            })
+            .await?;
+            done
+        } else {
+            ep
+        };
         self.publish_endpoint(&ep).await?;
         self.publish_node().await?;
         if let Err(e) = self.maintain_ipam(&def.id).await {
@@ -226,8 +286,75 @@ impl Agent {
         }
     }
 
-    /// Detach a local endpoint by id or name.
-    pub async fn detach(&self, name_or_id: &str, network: Option<&str>) -> Result<()> {
+    /// The endpoint `ep` (with the same client id as `spec`) if `spec` asks for the same
+    /// attachment, else ALREADY_EXISTS naming the first field that differs.
+    async fn same_attach(&self, ep: &LocalEndpoint, spec: &AttachSpec) -> Result<EndpointInfo> {
+        let local = self.local();
+        let def = local
+            .networks
+            .get(&ep.network)
+            .cloned()
+            .ok_or_else(|| AgentError::Internal(format!("network {} not held", ep.network)))?;
+        let cid = ep.client_id.as_deref().unwrap_or_default();
+        let differs = |field: &'static str, has: String, asked: String| {
+            Err(AgentError::AlreadyExists(format!(
+                "{field}: endpoint {} (client id {cid}) has {has}, not {asked}",
+                ep.name
+            )))
+        };
+        if spec.network != def.id && spec.network != def.name {
+            return differs("network", def.name.clone(), spec.network.clone());
+        }
+        if spec.netns != ep.netns {
+            return differs(
+                "netns",
+                ep.netns.display().to_string(),
+                spec.netns.display().to_string(),
+            );
+        }
+        if spec.ifname != ep.ifname {
+            return differs("ifname", ep.ifname.clone(), spec.ifname.clone());
+        }
+        if spec.name != ep.name {
+            return differs("name", ep.name.clone(), spec.name.clone());
+        }
+        if spec.aliases != ep.aliases {
+            return differs(
+                "aliases",
+                format!("{:?}", ep.aliases),
+                format!("{:?}", spec.aliases),
+            );
+        }
+        if let Some(ip) = spec.ip
+            && ip != ep.ip
+        {
+            return differs("ip", ep.ip.to_string(), ip.to_string());
+        }
+        if let Some(mac) = spec.mac
+            && mac != ep.mac
+        {
+            return differs("mac", format_mac(&ep.mac), format_mac(&mac));
+        }
+        let asked_service = match &spec.service {
+            Some(s) => Some(self.find_service(s).await?.id),
+            None => None,
+        };
+        if asked_service != ep.service {
+            return differs(
+                "service",
+                ep.service.clone().unwrap_or_else(|| "none".into()),
+                spec.service.clone().unwrap_or_else(|| "none".into()),
+            );
+        }
+        let mut info = self.endpoint_info(ep, &def);
+        self.fill_service_names(std::slice::from_mut(&mut info))
+            .await?;
+        Ok(info)
+    }
+
+    /// Detach a local endpoint by id or name. `Ok(false)` when there is none (already
+    /// detached); an endpoint of another node is refused.
+    pub async fn detach(&self, name_or_id: &str, network: Option<&str>) -> Result<bool> {
         if name_or_id.is_empty() {
             return Err(FieldError::new("endpoint", "required (an endpoint name or id)").into());
         }
@@ -264,9 +391,7 @@ impl Agent {
                         }
                     }
                 }
-                return Err(AgentError::NotFound(format!(
-                    "endpoint {name_or_id} not found on this node"
-                )));
+                return Ok(false);
             }
             many => {
                 return Err(AgentError::FailedPrecondition(format!(
@@ -275,11 +400,64 @@ impl Agent {
                 )));
             }
         };
+        self.detach_locked(&ep).await?;
+        Ok(true)
+    }
+
+    /// Detach the local endpoint attached with `client_id`; `Ok(false)` when there is none.
+    pub async fn detach_client(&self, client_id: &str) -> Result<bool> {
+        crate::spec::validate_client_id("client_id", client_id)?;
+        let _guard = self.attach_lock.lock().await;
+        let ep = self
+            .local()
+            .endpoints
+            .values()
+            .find(|e| e.client_id.as_deref() == Some(client_id))
+            .cloned();
+        match ep {
+            Some(ep) => {
+                self.detach_locked(&ep).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Detach client endpoints whose container namespace is gone (runtimes do not always
+    /// say so: `ctr run -d` never calls CNI DEL). Called by the reconciler. Returns how many.
+    pub async fn collect_dead_endpoints(&self) -> Result<usize> {
+        let dead: Vec<LocalEndpoint> = self
+            .local()
+            .endpoints
+            .values()
+            .filter(|e| e.client_id.is_some() && netns_gone(e))
+            .cloned()
+            .collect();
+        if dead.is_empty() {
+            return Ok(0);
+        }
+        let _guard = self.attach_lock.lock().await;
+        let mut n = 0;
+        for ep in dead {
+            // Checked again under the lock: a detach or a replacing attach may have won.
+            let still = self.local().endpoints.get(&ep.id).is_some_and(netns_gone);
+            if still {
+                tracing::info!(endpoint = %ep.name, id = %ep.id, netns = %ep.netns.display(), "the container's namespace is gone: detaching");
+                self.detach_locked(&ep).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Detach `ep` (the caller holds the attach lock).
+    async fn detach_locked(&self, ep: &LocalEndpoint) -> Result<()> {
+        let local = self.local();
         let last = !local
             .endpoints
             .values()
             .any(|e| e.network == ep.network && e.id != ep.id);
-        self.drop_resolv_conf(&ep);
+        self.drop_resolv_conf(ep);
         self.update_local(|s| {
             s.endpoints.remove(&ep.id);
         })
@@ -295,6 +473,122 @@ impl Agent {
         }
         tracing::info!(endpoint = %ep.name, id = %ep.id, "detached");
         Ok(())
+    }
+
+    /// Give the local endpoint attached with `client_id` a new name and aliases (a runtime
+    /// that learns its container's name only after the attach: Docker). Aliases that are
+    /// not valid names, or equal to the name, are left out. Refused (nothing changes) when
+    /// the name is taken on the network.
+    pub async fn rename_endpoint(
+        &self,
+        client_id: &str,
+        name: &str,
+        aliases: &[String],
+    ) -> Result<()> {
+        crate::spec::validate_name("name", name)?;
+        let _guard = self.attach_lock.lock().await;
+        let ep = self
+            .local()
+            .endpoints
+            .values()
+            .find(|e| e.client_id.as_deref() == Some(client_id))
+            .cloned()
+            .ok_or_else(|| AgentError::NotFound(format!("endpoint {client_id} not found")))?;
+        let mut keep: Vec<String> = Vec::new();
+        for a in aliases {
+            if a != name && crate::spec::validate_name("aliases", a).is_ok() && !keep.contains(a) {
+                keep.push(a.clone());
+            }
+        }
+        keep.truncate(crate::spec::MAX_ALIASES);
+        if ep.name == name && ep.aliases == keep {
+            return Ok(());
+        }
+        let u = self.usage(&ep.network).await?;
+        if let Some((id, node)) = u.names.get(name)
+            && *id != ep.id
+        {
+            return Err(AgentError::AlreadyExists(format!(
+                "name: endpoint {name} already exists on the network (id {id}, node {node})"
+            )));
+        }
+        let renamed = LocalEndpoint {
+            name: name.to_string(),
+            aliases: keep,
+            ..ep
+        };
+        self.update_local(|s| {
+            s.endpoints.insert(renamed.id.clone(), renamed.clone());
+        })
+        .await?;
+        self.publish_endpoint(&renamed).await?;
+        self.dirty.notify_one();
+        Ok(())
+    }
+
+    /// One local endpoint by client id, or by name or id (and network); NOT_FOUND if none.
+    pub async fn inspect_endpoint(
+        &self,
+        name_or_id: &str,
+        network: &str,
+        client_id: &str,
+    ) -> Result<EndpointInfo> {
+        let local = self.local();
+        let found: Vec<&LocalEndpoint> = if !client_id.is_empty() {
+            local
+                .endpoints
+                .values()
+                .filter(|e| e.client_id.as_deref() == Some(client_id))
+                .collect()
+        } else if !name_or_id.is_empty() {
+            local
+                .endpoints
+                .values()
+                .filter(|e| e.id == name_or_id || e.name == name_or_id)
+                .filter(|e| {
+                    network.is_empty()
+                        || e.network == network
+                        || local
+                            .networks
+                            .get(&e.network)
+                            .is_some_and(|d| d.name == network)
+                })
+                .collect()
+        } else {
+            return Err(FieldError::new(
+                "endpoint",
+                "required (an endpoint name or id, or a client_id)",
+            )
+            .into());
+        };
+        let ep = match found.as_slice() {
+            [one] => (*one).clone(),
+            [] => {
+                let what = if client_id.is_empty() {
+                    name_or_id
+                } else {
+                    client_id
+                };
+                return Err(AgentError::NotFound(format!(
+                    "endpoint {what} not found on this node"
+                )));
+            }
+            many => {
+                return Err(AgentError::FailedPrecondition(format!(
+                    "endpoint name {name_or_id} is used on {} networks: give the network",
+                    many.len()
+                )));
+            }
+        };
+        let def = local
+            .networks
+            .get(&ep.network)
+            .cloned()
+            .ok_or_else(|| AgentError::Internal(format!("network {} not held", ep.network)))?;
+        let mut info = self.endpoint_info(&ep, &def);
+        self.fill_service_names(std::slice::from_mut(&mut info))
+            .await?;
+        Ok(info)
     }
 
     pub(super) fn endpoint_info(&self, ep: &LocalEndpoint, def: &NetworkDef) -> EndpointInfo {
@@ -318,8 +612,11 @@ impl Agent {
             dns_server: self
                 .reconciler
                 .dns
-                .is_some()
-                .then_some(crate::dns::RESOLVER_IP),
+                .as_ref()
+                .filter(|_| ep.in_container())
+                .map(|_| crate::dns::RESOLVER_IP),
+            client_id: ep.client_id.clone(),
+            gateway: def.gateway,
         }
     }
 
@@ -330,7 +627,9 @@ impl Agent {
     pub(super) async fn release_network(&self, net_id: &str) -> Result<()> {
         let local = self.local();
         let ingress = local.ingress.contains_key(net_id);
-        let keep = local.vip_networks.contains_key(net_id) || ingress;
+        let keep = local.vip_networks.contains_key(net_id)
+            || local.pinned_networks.contains_key(net_id)
+            || ingress;
         self.update_local(|s| {
             if !ingress {
                 s.networks.remove(net_id);
@@ -403,6 +702,8 @@ impl Agent {
                     local: None,
                     service: r.service.map(|id| (id, String::new())),
                     dns_server: None,
+                    client_id: None,
+                    gateway: def.gateway,
                 });
             }
         }

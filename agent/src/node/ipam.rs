@@ -63,6 +63,10 @@ impl Agent {
             }
         }
         let local = self.local();
+        for (ip, holder) in local.reservations.get(net_id).into_iter().flatten() {
+            u.holders
+                .insert(*ip, format!("an address reserved for {holder}"));
+        }
         for ep in local.endpoints.values().filter(|e| e.network == net_id) {
             u.holders.insert(ep.ip, ep.name.clone());
             u.macs.insert(ep.mac, ep.name.clone());
@@ -219,6 +223,7 @@ impl Agent {
             .map(|e| e.ip)
             .chain(local.vips_on(net_id))
             .chain(local.ingress.get(net_id).map(|i| i.ip))
+            .chain(local.reserved_on(net_id))
             .collect();
         for block in input.releasable(&local_ips) {
             tracing::info!(network = %def.name, %block, "withdrawing a block claim that lost");

@@ -15,6 +15,7 @@ mod ipam;
 mod keys;
 mod networks;
 mod recover;
+mod reservations;
 mod resolv_conf;
 mod services;
 #[cfg(test)]
@@ -38,6 +39,7 @@ use crate::records::{self, NODES, NetworkDef, NodeRecord};
 use crate::state::{LocalState, StateDir};
 
 pub use cluster::{join_loop, resolve_seeds, start_join};
+pub use endpoints::default_mac;
 pub use ingress::ingress_networks;
 
 /// VXLAN over IPv4 overhead subtracted from the underlay MTU.

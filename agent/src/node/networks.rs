@@ -25,10 +25,15 @@ impl Agent {
             .ok_or_else(|| AgentError::NotFound(format!("network {name_or_id} not found")))
     }
 
-    /// CreateNetwork.
+    /// CreateNetwork. With a client-supplied id: idempotent (see [`same_network`]).
     pub async fn create_network(&self, req: NetworkRequest) -> Result<NetworkDef> {
         let _guard = self.create_lock.lock().await;
         let view = tables::network_view(&self.db).await?;
+        if let Some(id) = &req.id
+            && let Some(d) = view.defs.iter().find(|d| d.id == *id)
+        {
+            return same_network(d, &req).map(|()| d.clone());
+        }
         if let Some(d) = view.defs.iter().find(|d| d.name == req.name) {
             return Err(AgentError::AlreadyExists(format!(
                 "network {} already exists (id {})",
@@ -85,7 +90,7 @@ impl Agent {
         let gateway = req.gateway.unwrap_or_else(|| pools::first_host(subnet));
         let created = self.next_stamp(view.defs.iter().map(|d| d.created));
         let def = NetworkDef {
-            id: super::random_id(),
+            id: req.id.clone().unwrap_or_else(super::random_id),
             name: req.name,
             vni,
             subnet_addr: subnet.network(),
@@ -129,13 +134,18 @@ impl Agent {
         Ok(out)
     }
 
-    /// DeleteNetwork: refused while any node reports endpoints on it.
-    pub async fn delete_network(&self, name_or_id: &str) -> Result<()> {
+    /// DeleteNetwork: refused while any node reports endpoints on it. `Ok(false)` when there
+    /// is no such network (already deleted).
+    pub async fn delete_network(&self, name_or_id: &str) -> Result<bool> {
         if name_or_id.is_empty() {
             return Err(FieldError::new("network", "required (a network name or id)").into());
         }
         let _guard = self.create_lock.lock().await;
-        let def = self.find_network(name_or_id).await?;
+        let def = match self.find_network(name_or_id).await {
+            Ok(d) => d,
+            Err(AgentError::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
         let counts = self.endpoint_counts(&def.id).await?;
         let total: u32 = counts.values().sum();
         if total > 0 {
@@ -150,7 +160,7 @@ impl Agent {
         }
         self.db.delete(CLUSTER, NETWORKS, &def.id).await?;
         tracing::info!(name = %def.name, id = %def.id, "network deleted");
-        Ok(())
+        Ok(true)
     }
 
     /// Names of `nodes` (their ids when the name is unknown), sorted.
@@ -246,4 +256,47 @@ impl Agent {
             ))),
         }
     }
+}
+
+/// Whether a create request with the id of the existing `def` asks for the same network:
+/// `Ok` when every field it gives matches (fields it leaves empty match anything), else
+/// ALREADY_EXISTS naming the first field that differs.
+pub fn same_network(def: &NetworkDef, req: &NetworkRequest) -> Result<()> {
+    let differs = |field: &str, has: String, asked: String| {
+        Err(AgentError::AlreadyExists(format!(
+            "{field}: network {} (id {}) has {has}, not {asked}",
+            def.name, def.id
+        )))
+    };
+    if req.name != def.name {
+        return differs("name", def.name.clone(), req.name.clone());
+    }
+    if let Some(s) = req.subnet
+        && s != def.subnet()
+    {
+        return differs("subnet", def.subnet().to_string(), s.to_string());
+    }
+    if let Some(g) = req.gateway
+        && g != def.gateway
+    {
+        return differs("gateway", def.gateway.to_string(), g.to_string());
+    }
+    if let Some(v) = req.vni
+        && v != def.vni
+    {
+        return differs("vni", def.vni.to_string(), v.to_string());
+    }
+    if let Some(m) = req.mtu
+        && m != def.mtu
+    {
+        return differs("mtu", def.mtu.to_string(), m.to_string());
+    }
+    if req.encrypted != def.encrypted {
+        return differs(
+            "encrypted",
+            def.encrypted.to_string(),
+            req.encrypted.to_string(),
+        );
+    }
+    Ok(())
 }

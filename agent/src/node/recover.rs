@@ -30,6 +30,7 @@ impl Agent {
             tracing::info!(network = %def.name, id = %net_id, "re-announced local endpoints");
         }
         self.recover_services().await?;
+        self.recover_pins().await?;
         if !local.endpoints.is_empty() {
             tracing::info!(
                 endpoints = local.endpoints.len(),

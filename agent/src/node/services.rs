@@ -81,9 +81,18 @@ impl Agent {
         Ok(svc)
     }
 
-    /// CreateService.
+    /// CreateService. With a client-supplied id: idempotent (see [`same_service`]).
     pub async fn create_service(&self, req: ServiceRequest) -> Result<ServiceDef> {
         let _guard = self.create_lock.lock().await;
+        if let Some(id) = &req.id
+            && let Some(svc) = tables::all_services(&self.db)
+                .await?
+                .into_iter()
+                .find(|s| s.id == *id)
+        {
+            let view = tables::network_view(&self.db).await?;
+            return same_service(&svc, &req, &view).map(|()| svc);
+        }
         let existing = tables::services(&self.db).await?;
         if existing.iter().any(|s| s.name == req.name) {
             return Err(AgentError::AlreadyExists(format!(
@@ -115,7 +124,7 @@ impl Agent {
             ServiceModeArg::Dnsrr => ServiceMode::Dnsrr,
         };
         let mut svc = ServiceDef {
-            id: super::random_id(),
+            id: req.id.clone().unwrap_or_else(super::random_id),
             name: req.name.clone(),
             aliases: req.aliases.clone(),
             mode,
@@ -234,7 +243,7 @@ impl Agent {
         if local.vips_on(net).next().is_some() || !local.vip_networks.contains_key(net) {
             return Ok(());
         }
-        let sandbox = local.networks.contains_key(net);
+        let sandbox = local.networks.contains_key(net) || local.pinned_networks.contains_key(net);
         self.update_local(|s| {
             s.vip_networks.remove(net);
             if !sandbox {
@@ -249,17 +258,22 @@ impl Agent {
     }
 
     /// DeleteService. Endpoints that backed it stay attached (they just back nothing); its
-    /// VIPs leave every container's balancer and DNS.
-    pub async fn delete_service(&self, name_or_id: &str) -> Result<()> {
+    /// VIPs leave every container's balancer and DNS. `Ok(false)` when there is no such
+    /// service (already deleted).
+    pub async fn delete_service(&self, name_or_id: &str) -> Result<bool> {
         let _guard = self.create_lock.lock().await;
-        let svc = self.find_service(name_or_id).await?;
+        let svc = match self.find_service(name_or_id).await {
+            Ok(s) => s,
+            Err(AgentError::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
         self.db.delete(CLUSTER, SERVICES, &svc.id).await?;
         tracing::info!(name = %svc.name, id = %svc.id, "service deleted");
         if svc.creator == self.id {
             self.release_service(&svc.id).await?;
         }
         self.dirty.notify_one();
-        Ok(())
+        Ok(true)
     }
 
     /// Forget a service this node created: its VIPs return to the blocks.
@@ -510,4 +524,93 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// Whether a create request with the id of the existing `svc` asks for the same service:
+/// `Ok`, else ALREADY_EXISTS naming the first field that differs.
+pub fn same_service(
+    svc: &ServiceDef,
+    req: &ServiceRequest,
+    view: &tables::NetworkView,
+) -> Result<()> {
+    let differs = |field: &str, has: String, asked: String| {
+        Err(AgentError::AlreadyExists(format!(
+            "{field}: service {} (id {}) has {has}, not {asked}",
+            svc.name, svc.id
+        )))
+    };
+    if req.name != svc.name {
+        return differs("name", svc.name.clone(), req.name.clone());
+    }
+    let asked: BTreeSet<String> = req
+        .networks
+        .iter()
+        .map(|n| view.find(n).map_or_else(|| n.clone(), |d| d.id.clone()))
+        .collect();
+    let has: BTreeSet<String> = svc.networks.iter().cloned().collect();
+    if asked != has {
+        let names = |ids: &BTreeSet<String>| {
+            ids.iter()
+                .map(|n| view.find(n).map_or_else(|| n.clone(), |d| d.name.clone()))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        return differs("networks", names(&has), names(&asked));
+    }
+    let mode = match req.mode {
+        ServiceModeArg::Vip => ServiceMode::Vip,
+        ServiceModeArg::Dnsrr => ServiceMode::Dnsrr,
+    };
+    if mode != svc.mode {
+        return differs("mode", svc.mode.as_str().into(), mode.as_str().into());
+    }
+    let ports: Vec<ServicePort> = req
+        .ports
+        .iter()
+        .map(|p| ServicePort {
+            protocol: if p.udp { Protocol::Udp } else { Protocol::Tcp },
+            port: p.port,
+            target: p.target,
+        })
+        .collect();
+    let mut have_ports = svc.ports.clone();
+    have_ports.sort();
+    let mut want_ports = ports;
+    want_ports.sort();
+    if want_ports != have_ports {
+        let show = |ps: &[ServicePort]| {
+            ps.iter()
+                .map(|p| format!("{}:{}/{}", p.port, p.target, p.protocol.as_str()))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        return differs("ports", show(&have_ports), show(&want_ports));
+    }
+    let mut have_published = svc.published.clone();
+    have_published.sort();
+    if req.published != have_published {
+        let show = |ps: &[crate::records::PublishedPort]| {
+            ps.iter()
+                .map(|p| {
+                    format!(
+                        "{}:{}/{} {}",
+                        p.published,
+                        p.target,
+                        p.protocol.as_str(),
+                        p.mode.as_str()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        return differs("published", show(&have_published), show(&req.published));
+    }
+    if req.aliases != svc.aliases {
+        return differs(
+            "aliases",
+            format!("{:?}", svc.aliases),
+            format!("{:?}", req.aliases),
+        );
+    }
+    Ok(())
 }

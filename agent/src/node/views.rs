@@ -47,6 +47,10 @@ pub struct EndpointInfo {
     /// The resolver its container should use (only for this node's endpoints, when this
     /// agent serves DNS).
     pub dns_server: Option<Ipv4Addr>,
+    /// The client id it was attached with (only for this node's endpoints).
+    pub client_id: Option<String>,
+    /// The network's gateway.
+    pub gateway: Ipv4Addr,
 }
 
 /// A service's VIP on one network.

@@ -78,7 +78,11 @@ pub fn desired(local: &LocalState, snap: &Snapshot) -> BTreeMap<PathBuf, LbSpec>
         .iter()
         .map(|(net, recs)| (net.clone(), by_service(recs.iter().cloned())))
         .collect();
-    let eps: Vec<&LocalEndpoint> = local.endpoints.values().collect();
+    let eps: Vec<&LocalEndpoint> = local
+        .endpoints
+        .values()
+        .filter(|e| e.in_container())
+        .collect();
     lb_specs(&eps, &snap.services, &backends)
 }
 
@@ -185,6 +189,10 @@ mod tests {
             service: None,
             disabled: false,
             resolv_conf: None,
+            client_id: None,
+            netns_id: None,
+            handoff: false,
+            handed_off: false,
         }
     }
 

@@ -165,7 +165,8 @@ pub fn container_specs(
         }
     }
     let mut ingress_cache: BTreeMap<&str, BTreeMap<[u8; 6], Ipv4Addr>> = BTreeMap::new();
-    for ep in local.endpoints.values() {
+    // Endpoints handed to a runtime (Docker) are not entered: they back no published port.
+    for ep in local.endpoints.values().filter(|e| e.in_container()) {
         let Some((net, udp)) = ep
             .service
             .as_deref()

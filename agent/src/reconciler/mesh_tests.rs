@@ -106,6 +106,10 @@ fn local() -> LocalState {
             service: Some("web".into()),
             disabled: false,
             resolv_conf: None,
+            client_id: None,
+            netns_id: None,
+            handoff: false,
+            handed_off: false,
         },
     );
     l

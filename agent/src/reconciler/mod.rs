@@ -204,6 +204,9 @@ pub async fn run_once(agent: &Agent) {
     if let Err(e) = agent.maintain_ingress().await {
         tracing::warn!(error = %e, "ingress endpoints");
     }
+    if let Err(e) = agent.collect_dead_endpoints().await {
+        tracing::warn!(error = %e, "detaching endpoints whose container is gone");
+    }
     for net in agent.local().held_networks() {
         if let Err(e) = agent.maintain_ipam(&net).await {
             tracing::warn!(network = %net, error = %e, "address block maintenance");

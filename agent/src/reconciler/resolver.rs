@@ -34,7 +34,7 @@ impl Reconciler {
         let Some(resolver) = &self.dns else { return };
         resolver.set_zone(Arc::new(zone(snap)));
         let mut containers: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
-        for ep in local.endpoints.values() {
+        for ep in local.endpoints.values().filter(|e| e.in_container()) {
             let nets = containers.entry(ep.netns.clone()).or_default();
             if !nets.contains(&ep.network) {
                 nets.push(ep.network.clone());
@@ -43,6 +43,20 @@ impl Reconciler {
         let report = resolver.sync(&containers).await;
         for (ns, e) in &report.errors {
             tracing::warn!(netns = %ns.display(), error = %e, "DNS resolver (retried on the next reconcile)");
+        }
+        if agent.cfg.docker.is_some()
+            && let Ok(names) = overlay::Names::new(agent.cfg.prefix.clone())
+        {
+            // Docker's containers keep Docker's resolver, which forwards to the gateway.
+            let sandboxes: BTreeMap<PathBuf, (std::net::Ipv4Addr, String)> = local
+                .networks
+                .values()
+                .map(|d| (names.sandbox_path(d.vni), (d.gateway, d.id.clone())))
+                .collect();
+            let report = resolver.sync_gateways(&sandboxes).await;
+            for (ns, e) in &report.errors {
+                tracing::warn!(netns = %ns.display(), error = %e, "DNS on the gateway (retried on the next reconcile)");
+            }
         }
         let due = {
             let mut last = self.dns_repaired.lock().expect("not poisoned");

@@ -52,6 +52,7 @@ pub fn desired(agent: &Agent, local: &LocalState, snap: &Snapshot) -> Desired {
             prefix_len: ep.prefix,
             mac: ep.mac,
             mtu: ep.mtu,
+            handoff: ep.overlay_handoff(),
         });
     }
     // Ingress endpoints (published ports): an ordinary endpoint whose "container" is the
@@ -69,6 +70,7 @@ pub fn desired(agent: &Agent, local: &LocalState, snap: &Snapshot) -> Desired {
             prefix_len: def.subnet_prefix,
             mac: ing.mac,
             mtu: agent.mtu_for(def),
+            handoff: overlay::Handoff::No,
         });
     }
     d.peers.sort();

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 
 use crate::actual::{Actual, FdbEntry, NeighbourEntry, Nud, Sandbox, Veth};
-use crate::{Desired, LocalEndpoint, NetworkSpec, Op, mac};
+use crate::{Desired, Handoff, LocalEndpoint, NetworkSpec, Op, mac};
 
 #[cfg(test)]
 mod tests;
@@ -148,7 +148,7 @@ pub fn plan(desired: &Desired, actual: &Actual, local_vtep: Ipv4Addr) -> Vec<Op>
             creates.push(Op::CreateSandbox { vni });
             creates.push(bridge_op(false));
             creates.push(create_vxlan);
-            for (veth, e) in eps {
+            for (veth, e) in eps.iter().filter(|(_, e)| e.handoff != Handoff::Done) {
                 attaches.push(attach(vni, veth, e));
             }
             program_all(vni, fdb, neigh, &mut programs);
@@ -188,6 +188,19 @@ pub fn plan(desired: &Desired, actual: &Actual, local_vtep: Ipv4Addr) -> Vec<Op>
 
         // Endpoints.
         for (veth, e) in eps {
+            if e.handoff == Handoff::Done {
+                // The runtime owns the container end: keep our end while it is ours, never
+                // re-create it.
+                if let Some(v) = sb.veths.get(veth)
+                    && !(v.is_veth && v.alias.as_deref() == Some(e.id.as_str()))
+                {
+                    deletes.push(Op::DetachEndpoint {
+                        vni,
+                        veth: veth.clone(),
+                    });
+                }
+                continue;
+            }
             match sb.veths.get(veth) {
                 Some(v) if endpoint_ok(v, e) => {}
                 Some(_) => {

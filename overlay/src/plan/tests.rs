@@ -36,6 +36,7 @@ fn ep(id: &str, network: &NetworkSpec, host: u8) -> LocalEndpoint {
         prefix_len: 24,
         mac: [0x02, 0x42, o[0], o[1], o[2], host],
         mtu: network.mtu,
+        handoff: crate::Handoff::No,
     }
 }
 
@@ -910,4 +911,43 @@ fn validation_rejects_two_endpoints_whose_veth_names_collide() {
     };
     let err = d.validate(&names).unwrap_err().to_string();
     assert!(err.contains("collides"), "{err}");
+}
+
+#[test]
+fn a_handed_off_endpoint_keeps_its_bridge_end_and_is_never_recreated() {
+    let n = net("n1", 300);
+    let mut e = ep("e1", &n, 2);
+    e.handoff = crate::Handoff::Pending;
+    let mut d = Desired {
+        networks: vec![n.clone()],
+        endpoints: vec![e.clone()],
+        peers: vec![],
+    };
+    // Pending: created like any endpoint.
+    let empty = Actual::empty(Names::default());
+    assert!(
+        plan(&d, &empty, LOCAL)
+            .iter()
+            .any(|op| matches!(op, Op::AttachEndpoint { .. })),
+        "a pending hand-off is created"
+    );
+    let mut a = converged(&d, LOCAL);
+    // The runtime moved the container end away: nothing of it can be read.
+    let veth = Names::default().veth("e1");
+    sandbox(&mut a, 300).veths.get_mut(&veth).unwrap().container = None;
+    d.endpoints[0].handoff = crate::Handoff::Done;
+    assert_eq!(
+        plan(&d, &a, LOCAL),
+        vec![],
+        "a done hand-off is left as it is"
+    );
+    // Its container died: the pair went with it; nothing is re-created.
+    sandbox(&mut a, 300).veths.remove(&veth);
+    assert_eq!(plan(&d, &a, LOCAL), vec![]);
+    // Nor when the whole sandbox is rebuilt.
+    let ops = plan(&d, &empty, LOCAL);
+    assert!(
+        !ops.iter().any(|op| matches!(op, Op::AttachEndpoint { .. })),
+        "{ops:?}"
+    );
 }

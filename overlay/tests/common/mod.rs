@@ -297,6 +297,7 @@ pub fn network(id: &str, vni: u32, third_octet: u8) -> NetworkSpec {
 pub fn endpoint(id: &str, net: &NetworkSpec, netns: &Path, n: u8) -> LocalEndpoint {
     let o = net.subnet.ip().octets();
     LocalEndpoint {
+        handoff: overlay::Handoff::No,
         id: id.into(),
         network: net.id.clone(),
         netns: netns.to_path_buf(),

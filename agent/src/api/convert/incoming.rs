@@ -52,7 +52,9 @@ impl TryFrom<pb::CreateNetworkRequest> for NetworkRequest {
             }
             m => Some(m),
         };
+        let id = optional(&r.id, |s| validate_id("id", s).map(|()| s.to_string()))?;
         Ok(NetworkRequest {
+            id,
             name: r.name,
             subnet,
             gateway,
@@ -66,6 +68,7 @@ impl TryFrom<pb::CreateNetworkRequest> for NetworkRequest {
 impl From<&NetworkRequest> for pb::CreateNetworkRequest {
     fn from(n: &NetworkRequest) -> Self {
         pb::CreateNetworkRequest {
+            id: n.id.clone().unwrap_or_default(),
             name: n.name.clone(),
             subnet: n.subnet.map(|s| s.to_string()).unwrap_or_default(),
             gateway: n.gateway.map(|g| g.to_string()).unwrap_or_default(),
@@ -145,7 +148,12 @@ impl TryFrom<pb::AttachRequest> for AttachSpec {
                 ));
             }
         }
+        let client_id = optional(&r.client_id, |s| {
+            validate_client_id("client_id", s).map(|()| s.to_string())
+        })?;
         Ok(AttachSpec {
+            client_id,
+            handoff: false,
             network: r.network,
             netns,
             name: r.name,
@@ -179,6 +187,7 @@ impl From<&AttachSpec> for pb::AttachRequest {
                 .unwrap_or_default(),
             dns_search: a.dns_search.clone(),
             dns_options: a.dns_options.clone(),
+            client_id: a.client_id.clone().unwrap_or_default(),
         }
     }
 }
@@ -264,7 +273,9 @@ impl TryFrom<pb::CreateServiceRequest> for ServiceRequest {
         ports.sort();
         validate_aliases(&r.aliases)?;
         let published = super::publish::published_in(&r.published)?;
+        let id = optional(&r.id, |s| validate_id("id", s).map(|()| s.to_string()))?;
         Ok(ServiceRequest {
+            id,
             name: r.name,
             networks,
             mode,
@@ -278,6 +289,7 @@ impl TryFrom<pb::CreateServiceRequest> for ServiceRequest {
 impl From<&ServiceRequest> for pb::CreateServiceRequest {
     fn from(s: &ServiceRequest) -> Self {
         pb::CreateServiceRequest {
+            id: s.id.clone().unwrap_or_default(),
             name: s.name.clone(),
             networks: s.networks.clone(),
             mode: s.mode.as_str().to_string(),

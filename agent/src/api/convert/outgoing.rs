@@ -58,6 +58,8 @@ impl From<&EndpointInfo> for pb::Endpoint {
             service_id,
             service_name,
             dns_server: e.dns_server.map(|ip| ip.to_string()).unwrap_or_default(),
+            client_id: e.client_id.clone().unwrap_or_default(),
+            gateway: e.gateway.to_string(),
         }
     }
 }

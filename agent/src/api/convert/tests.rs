@@ -15,6 +15,7 @@ fn create(name: &str, subnet: &str, gateway: &str, vni: u32, mtu: u32) -> pb::Cr
         vni,
         mtu,
         encrypted: false,
+        id: String::new(),
     }
 }
 
@@ -66,6 +67,7 @@ fn empty_optional_fields_mean_automatic() {
     assert_eq!(
         n,
         NetworkRequest {
+            id: None,
             name: "blue".into(),
             subnet: None,
             gateway: None,
@@ -128,7 +130,7 @@ prop_compose! {
             Ipv4Network::new(n.network(), p).unwrap()
         });
         let gateway = subnet.map(|s| Ipv4Addr::from(u32::from(s.network()) + gw_offset));
-        NetworkRequest { name, subnet, gateway, vni, mtu, encrypted }
+        NetworkRequest { id: None, name, subnet, gateway, vni, mtu, encrypted }
     }
 }
 
@@ -141,6 +143,7 @@ prop_compose! {
         ip in proptest::option::of(any::<u32>()),
         mac in proptest::option::of(any::<[u8; 6]>()),
         ifname in "[a-z][a-z0-9]{0,14}",
+        client_id in proptest::option::of("[!-~]{1,40}"),
     ) -> AttachSpec {
         let mac = mac.map(|mut m| { m[0] = (m[0] & 0xfe) | 0x02; m });
         AttachSpec {
@@ -155,6 +158,8 @@ prop_compose! {
             resolv_conf: None,
             dns_search: Vec::new(),
             dns_options: Vec::new(),
+            client_id,
+            handoff: false,
         }
     }
 }
@@ -196,6 +201,7 @@ fn service_req(mode: &str, ports: Vec<pb::ServicePort>) -> pb::CreateServiceRequ
         ports,
         aliases: vec!["www".into()],
         published: Vec::new(),
+        id: String::new(),
     }
 }
 
