@@ -58,6 +58,7 @@ fn every_module_of_every_crate_is_in_the_module_map() {
         "overlay",
         "ipvs",
         "agent",
+        "cni",
         "lab",
         "cluster-tests",
     ] {
