@@ -44,15 +44,12 @@ fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, ClientError> {
     })
 }
 
+/// An error and its sources, joined by ": ".
 fn describe(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
+    let chain: Vec<String> = std::iter::successors(Some(e), |e| e.source())
+        .map(ToString::to_string)
+        .collect();
+    chain.join(": ")
 }
 
 /// A channel to the agent at `url`.

@@ -33,6 +33,7 @@ pub mod keys;
 pub mod lb;
 pub mod mesh;
 pub mod metrics;
+pub mod nft;
 pub mod node;
 pub mod output;
 pub mod pools;

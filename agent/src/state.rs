@@ -152,6 +152,40 @@ impl LocalState {
             .collect()
     }
 
+    /// Whether anything still holds `net` on this node: its sandbox (local endpoints, the
+    /// ingress endpoint), VIPs of this node's services, a runtime's pin.
+    pub fn holds(&self, net: &str) -> bool {
+        self.networks.contains_key(net)
+            || self.vip_networks.contains_key(net)
+            || self.pinned_networks.contains_key(net)
+    }
+
+    /// The local endpoint attached with `client_id`.
+    pub fn endpoint_of_client(&self, client_id: &str) -> Option<&LocalEndpoint> {
+        self.endpoints
+            .values()
+            .find(|e| e.client_id.as_deref() == Some(client_id))
+    }
+
+    /// Local endpoints with this id or name, on `network` (an id or name; "" = any).
+    pub fn endpoints_named<'a>(
+        &'a self,
+        name_or_id: &'a str,
+        network: &'a str,
+    ) -> impl Iterator<Item = &'a LocalEndpoint> + 'a {
+        self.endpoints
+            .values()
+            .filter(move |e| e.id == name_or_id || e.name == name_or_id)
+            .filter(move |e| {
+                network.is_empty()
+                    || e.network == network
+                    || self
+                        .networks
+                        .get(&e.network)
+                        .is_some_and(|d| d.name == network)
+            })
+    }
+
     /// VIPs this node holds on `net`.
     pub fn vips_on<'a>(&'a self, net: &'a str) -> impl Iterator<Item = Ipv4Addr> + 'a {
         self.services

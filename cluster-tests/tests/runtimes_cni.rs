@@ -110,7 +110,9 @@ fn serial_podman_containers_on_two_hosts_reach_each_other_through_swarmnet() {
         println!("skipped: busybox-static is not installed (scripts/install-deps.sh)");
         return;
     }
-    let Some(c) = two_hosts("podman") else { return };
+    let Some(mut c) = two_hosts("podman") else {
+        return;
+    };
     let dir = work_dir("podman");
     std::fs::create_dir_all(&dir).unwrap();
     let _cleanup = Cleanup(dir.clone());
@@ -207,6 +209,23 @@ fn serial_podman_containers_on_two_hosts_reach_each_other_through_swarmnet() {
     hosts[1]
         .ok(&["exec", "b1", "ping", "-c", "1", "-W", "2", "a1"])
         .expect("b1 pings a1 by name");
+
+    // kill -9 of the agent that attached b1, then a restart: b1 keeps its network (the
+    // agent adopts it), and the DEL below reaches the new agent.
+    c.kill_agent(1).unwrap();
+    c.start_agent(1).unwrap();
+    c.wait_members(Duration::from_secs(30)).unwrap();
+    assert_eq!(local_ip(&c, 1, "b1").as_deref(), Some(b1.as_str()));
+    c.wait_until(
+        Duration::from_secs(30),
+        "b1 pings a1 after its agent was killed",
+        || {
+            Ok(hosts[1]
+                .ok(&["exec", "b1", "ping", "-c", "1", "-W", "2", &a1])
+                .is_ok())
+        },
+    )
+    .unwrap();
 
     // podman rm -f: CNI DEL from podman's cleanup process; the address is free again and
     // nothing is left behind on the host.

@@ -197,8 +197,8 @@ fn serial_docker_containers_on_two_hosts_use_swarmnet_through_the_plugin() {
     });
     assert!(!pings(&hosts[1], "d2", &d3), "d3 is gone from app");
 
-    // The agent restarts: containers keep their network.
-    c.stop_agent(1).unwrap();
+    // The agent is killed (kill -9) and restarts: containers keep their network.
+    c.kill_agent(1).unwrap();
     c.start_agent(1).unwrap();
     c.wait_members(Duration::from_secs(30)).unwrap();
     assert!(

@@ -16,15 +16,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for one call (the first attach of a network waits for an address block).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// An error and its sources, joined by ": ".
 fn describe(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
+    let chain: Vec<String> = std::iter::successors(Some(e), |e| e.source())
+        .map(ToString::to_string)
+        .collect();
+    chain.join(": ")
 }
 
 /// A client of the agent at `socket`; "try again later" when it cannot be reached.

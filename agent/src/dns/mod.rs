@@ -58,3 +58,11 @@ pub enum DnsError {
     #[error("nft in namespace {netns}: {detail}")]
     Nft { netns: String, detail: String },
 }
+
+impl DnsError {
+    /// For `map_err`: an I/O error of `what` in the namespace (or at the path) `path`.
+    pub fn io(what: &'static str, path: &str) -> impl FnOnce(std::io::Error) -> DnsError + use<> {
+        let path = path.to_string();
+        move |source| DnsError::Io { what, path, source }
+    }
+}

@@ -88,14 +88,7 @@ pub async fn open(path: &Path, nft: PathBuf) -> Result<NsSockets, DnsError> {
     let id = ns_id(path)?;
     let shown = path.display().to_string();
     in_netns(path, move || {
-        let io = |what: &'static str| {
-            let shown = shown.clone();
-            move |e: std::io::Error| DnsError::Io {
-                what,
-                path: shown,
-                source: e,
-            }
-        };
+        let io = |what: &'static str| DnsError::io(what, &shown);
         let udp = UdpSocket::bind((RESOLVER_IP, 0)).map_err(io("bind udp 127.0.0.11 in"))?;
         let port = udp.local_addr().map_err(io("udp local address in"))?.port();
         let tcp = match TcpListener::bind((RESOLVER_IP, port)) {
@@ -119,14 +112,7 @@ pub async fn open_at(path: &Path, ip: std::net::Ipv4Addr) -> Result<NsSockets, D
     let id = ns_id(path)?;
     let shown = path.display().to_string();
     in_netns(path, move || {
-        let io = |what: &'static str| {
-            let shown = shown.clone();
-            move |e: std::io::Error| DnsError::Io {
-                what,
-                path: shown,
-                source: e,
-            }
-        };
+        let io = |what: &'static str| DnsError::io(what, &shown);
         let udp = UdpSocket::bind((ip, 53)).map_err(io("bind udp <gateway>:53 in"))?;
         let tcp = TcpListener::bind((ip, 53)).map_err(io("bind tcp <gateway>:53 in"))?;
         udp.set_nonblocking(true)

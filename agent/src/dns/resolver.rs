@@ -295,14 +295,8 @@ impl Resolver {
         socks: netns::NsSockets,
     ) -> Result<Served, DnsError> {
         let ports = netns::ports(&socks);
-        let io = |what: &'static str| {
-            let path = path.display().to_string();
-            move |e: std::io::Error| DnsError::Io {
-                what,
-                path,
-                source: e,
-            }
-        };
+        let shown = path.display().to_string();
+        let io = |what: &'static str| DnsError::io(what, &shown);
         let udp =
             tokio::net::UdpSocket::from_std(socks.udp).map_err(io("register udp socket of"))?;
         let tcp =

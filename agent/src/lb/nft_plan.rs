@@ -47,6 +47,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use super::LbSpec;
+use crate::nft::Script;
 use crate::records::Protocol;
 
 /// The balancer's table (family `ip`). No other table is ever touched.
@@ -283,7 +284,7 @@ pub fn desired(spec: &LbSpec, seed: u64) -> (TableState, Vec<String>) {
 ///
 /// [`Plan::sweep`] lists the VIPs that lost a backend according to `actual.members`.
 pub fn plan(desired: &TableState, actual: Option<&Actual>) -> Plan {
-    let mut script = Script::default();
+    let mut script = Script::new(TABLE);
     let sweep = sweep(desired, actual.map(|a| &a.state));
     if desired.is_empty() {
         if actual.is_some() {
@@ -306,7 +307,7 @@ pub fn plan(desired: &TableState, actual: Option<&Actual>) -> Plan {
 /// when an incremental script was refused by the kernel (e.g. a hand-added jump to one of
 /// our chains). Its `sweep` is empty: the caller keeps the one of the failed plan.
 pub fn rebuild(desired: &TableState, exists: bool) -> Plan {
-    let mut script = Script::default();
+    let mut script = Script::new(TABLE);
     if desired.is_empty() {
         if exists {
             script.cmd(format!("delete table ip {TABLE}"));
@@ -344,38 +345,6 @@ pub fn keep_of(desired: &TableState, vip: Ipv4Addr) -> BTreeSet<Ipv4Addr> {
         .range((vip, Ipv4Addr::UNSPECIFIED)..=(vip, Ipv4Addr::BROADCAST))
         .map(|(_, b)| *b)
         .collect()
-}
-
-#[derive(Default)]
-struct Script {
-    text: String,
-    changes: usize,
-}
-
-impl Script {
-    /// A command that is one change.
-    fn cmd(&mut self, line: String) {
-        self.line(line);
-        self.changes += 1;
-    }
-
-    /// A command that is part of the previous change.
-    fn line(&mut self, line: String) {
-        self.text.push_str(&line);
-        self.text.push('\n');
-    }
-
-    /// `add`/`delete element` commands for `items` (one change each), in chunks so no line
-    /// grows without bound.
-    fn elements(&mut self, verb: &str, set: &str, items: &[String]) {
-        for chunk in items.chunks(256) {
-            self.line(format!(
-                "{verb} element ip {TABLE} {set} {{ {} }}",
-                chunk.join(", ")
-            ));
-        }
-        self.changes += items.len();
-    }
 }
 
 fn rebuild_into(desired: &TableState, exists: bool, s: &mut Script) {

@@ -18,31 +18,20 @@ use super::nft_plan::{
     ANY_MAP, Actual, BASE_RULES, Balance, ChainContent, FILTER_CHAIN, LAYOUT, MEMBERS_SET,
     NAT_CHAIN, PORTS_MAP, TABLE, TableState, Traffic, VIPS_SET,
 };
+use crate::nft::{
+    concat_of, goto_of, ip_of, proto_of, set_elems, str_of, table_objects, u16_of, unwrap_elem,
+};
 use crate::records::Protocol;
 
 /// Parses the JSON listing of the table. `Err` only when the text is not nft JSON at all.
 pub fn parse(json: &str) -> Result<Actual, String> {
-    let v: Value = serde_json::from_str(json).map_err(|e| format!("nft -j output: {e}"))?;
-    let objects = v
-        .get("nftables")
-        .and_then(Value::as_array)
-        .ok_or("nft -j output: no \"nftables\" array")?;
+    let objects = table_objects(json, TABLE)?;
     let mut ok = true;
     let mut st = TableState::default();
     let mut base_seen: BTreeSet<&str> = BTreeSet::new();
     let mut sets_seen: BTreeSet<String> = BTreeSet::new();
     let mut rules: Vec<(String, Value)> = Vec::new();
-    for obj in objects {
-        let Some((kind, body)) = obj.as_object().and_then(|o| o.iter().next()) else {
-            continue;
-        };
-        if body
-            .get("table")
-            .and_then(Value::as_str)
-            .is_some_and(|t| t != TABLE)
-        {
-            continue;
-        }
+    for (kind, body) in &objects {
         match kind.as_str() {
             "metainfo" | "table" => {}
             "map" | "set" => {
@@ -113,19 +102,8 @@ pub fn parse(json: &str) -> Result<Actual, String> {
     })
 }
 
-fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
 /// Reads one map or set; false if it is not exactly what the planner creates.
 fn read_set(kind: &str, name: &str, body: &Value, st: &mut TableState) -> bool {
-    let ty = body.get("type");
-    let types: Vec<&str> = match ty {
-        Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(a)) => a.iter().map(|t| t.as_str().unwrap_or("?")).collect(),
-        _ => return false,
-    };
-    let is_map = kind == "map";
     let expected: (&[&str], bool) = match name {
         PORTS_MAP => (&["ipv4_addr", "inet_proto", "inet_service"], true),
         ANY_MAP => (&["ipv4_addr"], true),
@@ -133,17 +111,8 @@ fn read_set(kind: &str, name: &str, body: &Value, st: &mut TableState) -> bool {
         MEMBERS_SET => (&["ipv4_addr", "ipv4_addr"], false),
         _ => return false,
     };
-    if types != expected.0
-        || is_map != expected.1
-        || (is_map && str_of(body, "map") != "verdict")
-        || body.get("flags").is_some()
-    {
+    let Some(elems) = set_elems(body, kind == "map", expected) else {
         return false;
-    }
-    let elems = match body.get("elem") {
-        None => return true,
-        Some(Value::Array(a)) => a,
-        Some(_) => return false,
     };
     let mut all_read = true;
     for e in elems {
@@ -170,22 +139,11 @@ fn read_set(kind: &str, name: &str, body: &Value, st: &mut TableState) -> bool {
     all_read
 }
 
-/// `{"elem": {"val": X, ...}}` (an element with options) -> X.
-fn unwrap_elem(e: &Value) -> &Value {
-    e.get("elem").and_then(|x| x.get("val")).unwrap_or(e)
-}
-
 fn read_port_elem(e: &Value) -> Option<((Ipv4Addr, Protocol, u16), String)> {
     let pair = e.as_array().filter(|a| a.len() == 2)?;
     let key = concat_of(unwrap_elem(&pair[0])).filter(|c| c.len() == 3)?;
     let vip = ip_of(&key[0])?;
-    let proto = match &key[1] {
-        Value::String(s) if s == "tcp" => Protocol::Tcp,
-        Value::String(s) if s == "udp" => Protocol::Udp,
-        Value::Number(n) if n.as_u64() == Some(6) => Protocol::Tcp,
-        Value::Number(n) if n.as_u64() == Some(17) => Protocol::Udp,
-        _ => return None,
-    };
+    let proto = proto_of(&key[1])?;
     let port = u16_of(&key[2])?;
     Some(((vip, proto, port), goto_of(&pair[1])?))
 }
@@ -193,26 +151,6 @@ fn read_port_elem(e: &Value) -> Option<((Ipv4Addr, Protocol, u16), String)> {
 fn read_any_elem(e: &Value) -> Option<(Ipv4Addr, String)> {
     let pair = e.as_array().filter(|a| a.len() == 2)?;
     Some((ip_of(unwrap_elem(&pair[0]))?, goto_of(&pair[1])?))
-}
-
-fn goto_of(v: &Value) -> Option<String> {
-    v.get("goto")?.get("target")?.as_str().map(str::to_string)
-}
-
-fn concat_of(v: &Value) -> Option<&Vec<Value>> {
-    v.get("concat")?.as_array()
-}
-
-fn ip_of(v: &Value) -> Option<Ipv4Addr> {
-    v.as_str()?.parse().ok()
-}
-
-fn u16_of(v: &Value) -> Option<u16> {
-    match v {
-        Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
 }
 
 /// Reads `<match> dnat [ip] to numgen inc mod N map { 0 : a [. port], ... }`.

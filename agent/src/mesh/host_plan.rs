@@ -42,6 +42,7 @@ use std::net::Ipv4Addr;
 
 use super::{HOST_CT_MARK, PortSpec};
 use crate::lb::nft_plan::fnv1a;
+use crate::nft::Script;
 use crate::records::Protocol;
 
 /// The mesh's table (family `ip`) in the host namespace. No other table is ever touched.
@@ -318,7 +319,7 @@ pub fn desired(spec: &HostSpec) -> TableState {
 ///   flushed and refilled, stale elements deleted, missing ones added, chains no longer
 ///   wanted deleted.
 pub fn plan(spec: &HostSpec, actual: Option<&Actual>) -> Plan {
-    let mut s = Script::default();
+    let mut s = Script::new(TABLE);
     let want = desired(spec);
     let sweep = sweep(&want, actual.map(|a| &a.state));
     if spec.is_empty() {
@@ -343,7 +344,7 @@ pub fn plan(spec: &HostSpec, actual: Option<&Actual>) -> Plan {
 /// A script that deletes the table (when `exists`) and creates it whole (the repair path
 /// when an incremental script was refused).
 pub fn rebuild(spec: &HostSpec, exists: bool) -> Plan {
-    let mut s = Script::default();
+    let mut s = Script::new(TABLE);
     if spec.is_empty() {
         if exists {
             s.cmd(format!("delete table ip {TABLE}"));
@@ -378,34 +379,6 @@ fn sweep(
         }
     }
     out
-}
-
-#[derive(Default)]
-struct Script {
-    text: String,
-    changes: usize,
-}
-
-impl Script {
-    fn cmd(&mut self, line: String) {
-        self.line(line);
-        self.changes += 1;
-    }
-
-    fn line(&mut self, line: String) {
-        self.text.push_str(&line);
-        self.text.push('\n');
-    }
-
-    fn elements(&mut self, verb: &str, set: &str, items: &[String]) {
-        for chunk in items.chunks(256) {
-            self.line(format!(
-                "{verb} element ip {TABLE} {set} {{ {} }}",
-                chunk.join(", ")
-            ));
-        }
-        self.changes += items.len();
-    }
 }
 
 fn rebuild_into(spec: &HostSpec, want: &TableState, exists: bool, s: &mut Script) {

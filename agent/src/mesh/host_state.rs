@@ -5,7 +5,6 @@
 //! output. Rules are recognised by their comments (see [`super::host_plan`]).
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
 
 use serde_json::Value;
 
@@ -13,32 +12,21 @@ use super::host_plan::{
     ADDRS_SET, Actual, BASE_CHAINS, ChainContent, IFACES_SET, INGRESS_SET, MEMBERS_SET, PORTS_MAP,
     SNAT_SET, Skeleton, TABLE, TableState,
 };
+use crate::nft::{
+    concat_of, goto_of, ip_of, proto_of, set_elems, str_of, table_objects, u16_of, unwrap_elem,
+};
 use crate::records::Protocol;
 
 /// Parses the JSON listing of the table. `Err` only when the text is not nft JSON at all.
 pub fn parse(json: &str) -> Result<Actual, String> {
-    let v: Value = serde_json::from_str(json).map_err(|e| format!("nft -j output: {e}"))?;
-    let objects = v
-        .get("nftables")
-        .and_then(Value::as_array)
-        .ok_or("nft -j output: no \"nftables\" array")?;
+    let objects = table_objects(json, TABLE)?;
     let mut ok = true;
     let mut st = TableState::default();
     let mut timeouts: Vec<String> = Vec::new();
     let mut sets: BTreeSet<String> = BTreeSet::new();
     let mut base_seen: BTreeSet<&str> = BTreeSet::new();
     let mut rules: Vec<(String, String)> = Vec::new();
-    for obj in objects {
-        let Some((kind, body)) = obj.as_object().and_then(|o| o.iter().next()) else {
-            continue;
-        };
-        if body
-            .get("table")
-            .and_then(Value::as_str)
-            .is_some_and(|t| t != TABLE)
-        {
-            continue;
-        }
+    for (kind, body) in &objects {
         match kind.as_str() {
             "metainfo" | "table" => {}
             "ct timeout" => timeouts.push(str_of(body, "name").to_string()),
@@ -121,18 +109,9 @@ pub fn parse(json: &str) -> Result<Actual, String> {
     })
 }
 
-fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
 /// Reads one map or set; false if it is not exactly what the planner creates or an element
 /// cannot be read.
 fn read_set(is_map: bool, name: &str, body: &Value, st: &mut TableState) -> bool {
-    let types: Vec<&str> = match body.get("type") {
-        Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(a)) => a.iter().map(|t| t.as_str().unwrap_or("?")).collect(),
-        _ => return false,
-    };
     let expected: (&[&str], bool) = match name {
         PORTS_MAP => (&["inet_proto", "inet_service"], true),
         INGRESS_SET | IFACES_SET => (&["ifname"], false),
@@ -140,17 +119,8 @@ fn read_set(is_map: bool, name: &str, body: &Value, st: &mut TableState) -> bool
         MEMBERS_SET => (&["inet_proto", "inet_service", "ipv4_addr"], false),
         _ => return false,
     };
-    if types != expected.0
-        || is_map != expected.1
-        || (is_map && str_of(body, "map") != "verdict")
-        || body.get("flags").is_some()
-    {
+    let Some(elems) = set_elems(body, is_map, expected) else {
         return false;
-    }
-    let elems = match body.get("elem") {
-        None => return true,
-        Some(Value::Array(a)) => a,
-        Some(_) => return false,
     };
     let mut all = true;
     for e in elems {
@@ -183,39 +153,8 @@ fn read_set(is_map: bool, name: &str, body: &Value, st: &mut TableState) -> bool
     all
 }
 
-fn unwrap_elem(e: &Value) -> &Value {
-    e.get("elem").and_then(|x| x.get("val")).unwrap_or(e)
-}
-
 fn read_port(e: &Value) -> Option<((Protocol, u16), String)> {
     let pair = e.as_array().filter(|a| a.len() == 2)?;
     let key = concat_of(unwrap_elem(&pair[0])).filter(|c| c.len() == 2)?;
-    let target = pair[1].get("goto")?.get("target")?.as_str()?;
-    Some(((proto_of(&key[0])?, u16_of(&key[1])?), target.to_string()))
-}
-
-fn concat_of(v: &Value) -> Option<&Vec<Value>> {
-    v.get("concat")?.as_array()
-}
-
-fn proto_of(v: &Value) -> Option<Protocol> {
-    match v {
-        Value::String(s) if s == "tcp" => Some(Protocol::Tcp),
-        Value::String(s) if s == "udp" => Some(Protocol::Udp),
-        Value::Number(n) if n.as_u64() == Some(6) => Some(Protocol::Tcp),
-        Value::Number(n) if n.as_u64() == Some(17) => Some(Protocol::Udp),
-        _ => None,
-    }
-}
-
-fn ip_of(v: &Value) -> Option<Ipv4Addr> {
-    v.as_str()?.parse().ok()
-}
-
-fn u16_of(v: &Value) -> Option<u16> {
-    match v {
-        Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
+    Some(((proto_of(&key[0])?, u16_of(&key[1])?), goto_of(&pair[1])?))
 }

@@ -408,12 +408,7 @@ impl Agent {
     pub async fn detach_client(&self, client_id: &str) -> Result<bool> {
         crate::spec::validate_client_id("client_id", client_id)?;
         let _guard = self.attach_lock.lock().await;
-        let ep = self
-            .local()
-            .endpoints
-            .values()
-            .find(|e| e.client_id.as_deref() == Some(client_id))
-            .cloned();
+        let ep = self.local().endpoint_of_client(client_id).cloned();
         match ep {
             Some(ep) => {
                 self.detach_locked(&ep).await?;
@@ -489,9 +484,7 @@ impl Agent {
         let _guard = self.attach_lock.lock().await;
         let ep = self
             .local()
-            .endpoints
-            .values()
-            .find(|e| e.client_id.as_deref() == Some(client_id))
+            .endpoint_of_client(client_id)
             .cloned()
             .ok_or_else(|| AgentError::NotFound(format!("endpoint {client_id} not found")))?;
         let mut keep: Vec<String> = Vec::new();
@@ -541,19 +534,7 @@ impl Agent {
                 .filter(|e| e.client_id.as_deref() == Some(client_id))
                 .collect()
         } else if !name_or_id.is_empty() {
-            local
-                .endpoints
-                .values()
-                .filter(|e| e.id == name_or_id || e.name == name_or_id)
-                .filter(|e| {
-                    network.is_empty()
-                        || e.network == network
-                        || local
-                            .networks
-                            .get(&e.network)
-                            .is_some_and(|d| d.name == network)
-                })
-                .collect()
+            local.endpoints_named(name_or_id, network).collect()
         } else {
             return Err(FieldError::new(
                 "endpoint",
@@ -625,24 +606,12 @@ impl Agent {
     /// endpoint there, its block claims and its membership of the network (which tombstones
     /// our claims; other nodes' entries are hidden here).
     pub(super) async fn release_network(&self, net_id: &str) -> Result<()> {
-        let local = self.local();
-        let ingress = local.ingress.contains_key(net_id);
-        let keep = local.vip_networks.contains_key(net_id)
-            || local.pinned_networks.contains_key(net_id)
-            || ingress;
-        self.update_local(|s| {
-            if !ingress {
+        self.release_hold(net_id, |s| {
+            if !s.ingress.contains_key(net_id) {
                 s.networks.remove(net_id);
             }
-            if !keep {
-                s.claims.remove(net_id);
-            }
         })
-        .await?;
-        if !keep {
-            self.db.leave_network(net_id).await?;
-        }
-        Ok(())
+        .await
     }
 
     /// ListEndpoints: local endpoints, and the other nodes' endpoints of networks this node

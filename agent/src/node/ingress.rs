@@ -170,7 +170,7 @@ impl Agent {
     }
 
     /// Drop the sandbox of `net` when no local endpoint or ingress endpoint is on it, and
-    /// leave the network unless this node holds VIPs there.
+    /// leave the network unless something else holds it here (VIPs, a runtime's pin).
     async fn drop_network_if_unused(&self, net: &str) -> Result<()> {
         let local = self.local();
         let used =
@@ -178,17 +178,9 @@ impl Agent {
         if used || !local.networks.contains_key(net) {
             return Ok(());
         }
-        let keep = local.vip_networks.contains_key(net);
-        self.update_local(|s| {
+        self.release_hold(net, |s| {
             s.networks.remove(net);
-            if !keep {
-                s.claims.remove(net);
-            }
         })
-        .await?;
-        if !keep {
-            self.db.leave_network(net).await?;
-        }
-        Ok(())
+        .await
     }
 }

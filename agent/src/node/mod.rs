@@ -185,6 +185,26 @@ impl Agent {
         self.local.lock().expect("not poisoned").clone()
     }
 
+    /// Apply `release` (which ends one reason to hold `net`) to the local state; once nothing
+    /// holds `net` ([`LocalState::holds`]), drop this node's block claims there and leave the
+    /// network (which tombstones our claims; other nodes' entries are hidden here).
+    async fn release_hold(&self, net: &str, release: impl FnOnce(&mut LocalState)) -> Result<()> {
+        let left = self
+            .update_local(|s| {
+                release(s);
+                let left = !s.holds(net);
+                if left {
+                    s.claims.remove(net);
+                }
+                left
+            })
+            .await?;
+        if left {
+            self.db.leave_network(net).await?;
+        }
+        Ok(())
+    }
+
     /// Change the local state and persist it (crash-safely) before returning. Updates are
     /// serialised; the file is written on a blocking thread (never on the async workers,
     /// never under the lock readers take), and readers see the new state only once it is on

@@ -42,18 +42,11 @@ impl Agent {
         if !local.pinned_networks.contains_key(net_id) {
             return Ok(());
         }
-        let other = local.networks.contains_key(net_id) || local.vip_networks.contains_key(net_id);
-        self.update_local(|s| {
+        self.release_hold(net_id, |s| {
             s.pinned_networks.remove(net_id);
             s.reservations.remove(net_id);
-            if !other {
-                s.claims.remove(net_id);
-            }
         })
         .await?;
-        if !other {
-            self.db.leave_network(net_id).await?;
-        }
         tracing::info!(id = %net_id, "network unpinned");
         Ok(())
     }

@@ -119,24 +119,13 @@ impl Agent {
             }
             defs.push(def);
         }
-        let mode = match req.mode {
-            ServiceModeArg::Vip => ServiceMode::Vip,
-            ServiceModeArg::Dnsrr => ServiceMode::Dnsrr,
-        };
+        let mode = mode_of(req.mode);
         let mut svc = ServiceDef {
             id: req.id.clone().unwrap_or_else(super::random_id),
             name: req.name.clone(),
             aliases: req.aliases.clone(),
             mode,
-            ports: req
-                .ports
-                .iter()
-                .map(|p| ServicePort {
-                    protocol: if p.udp { Protocol::Udp } else { Protocol::Tcp },
-                    port: p.port,
-                    target: p.target,
-                })
-                .collect(),
+            ports: ports_of(&req),
             networks: defs.iter().map(|d| d.id.clone()).collect(),
             vips: BTreeMap::new(),
             creator: self.id,
@@ -243,18 +232,10 @@ impl Agent {
         if local.vips_on(net).next().is_some() || !local.vip_networks.contains_key(net) {
             return Ok(());
         }
-        let sandbox = local.networks.contains_key(net) || local.pinned_networks.contains_key(net);
-        self.update_local(|s| {
+        self.release_hold(net, |s| {
             s.vip_networks.remove(net);
-            if !sandbox {
-                s.claims.remove(net);
-            }
         })
-        .await?;
-        if !sandbox {
-            self.db.leave_network(net).await?;
-        }
-        Ok(())
+        .await
     }
 
     /// DeleteService. Endpoints that backed it stay attached (they just back nothing); its
@@ -452,17 +433,7 @@ impl Agent {
         let _guard = self.attach_lock.lock().await;
         let local = self.local();
         let matches: Vec<_> = local
-            .endpoints
-            .values()
-            .filter(|e| e.id == name_or_id || e.name == name_or_id)
-            .filter(|e| {
-                network.is_empty()
-                    || e.network == network
-                    || local
-                        .networks
-                        .get(&e.network)
-                        .is_some_and(|d| d.name == network)
-            })
+            .endpoints_named(name_or_id, network)
             .cloned()
             .collect();
         let ep = match matches.as_slice() {
@@ -526,6 +497,26 @@ impl Agent {
     }
 }
 
+/// A request's mode as the table records it.
+fn mode_of(mode: ServiceModeArg) -> ServiceMode {
+    match mode {
+        ServiceModeArg::Vip => ServiceMode::Vip,
+        ServiceModeArg::Dnsrr => ServiceMode::Dnsrr,
+    }
+}
+
+/// A request's ports as the table records them.
+fn ports_of(req: &ServiceRequest) -> Vec<ServicePort> {
+    req.ports
+        .iter()
+        .map(|p| ServicePort {
+            protocol: if p.udp { Protocol::Udp } else { Protocol::Tcp },
+            port: p.port,
+            target: p.target,
+        })
+        .collect()
+}
+
 /// Whether a create request with the id of the existing `svc` asks for the same service:
 /// `Ok`, else ALREADY_EXISTS naming the first field that differs.
 pub fn same_service(
@@ -557,22 +548,11 @@ pub fn same_service(
         };
         return differs("networks", names(&has), names(&asked));
     }
-    let mode = match req.mode {
-        ServiceModeArg::Vip => ServiceMode::Vip,
-        ServiceModeArg::Dnsrr => ServiceMode::Dnsrr,
-    };
+    let mode = mode_of(req.mode);
     if mode != svc.mode {
         return differs("mode", svc.mode.as_str().into(), mode.as_str().into());
     }
-    let ports: Vec<ServicePort> = req
-        .ports
-        .iter()
-        .map(|p| ServicePort {
-            protocol: if p.udp { Protocol::Udp } else { Protocol::Tcp },
-            port: p.port,
-            target: p.target,
-        })
-        .collect();
+    let ports = ports_of(req);
     let mut have_ports = svc.ports.clone();
     have_ports.sort();
     let mut want_ports = ports;
