@@ -389,6 +389,11 @@ fn prepare() -> Result<Kit, String> {
     })
 }
 
+/// The accelerator guests run with here: `kvm` or `tcg` (see the module docs).
+pub fn accelerator_name() -> &'static str {
+    accelerator().1
+}
+
 /// `-accel ...` and `-cpu ...`, and the accelerator's name.
 fn accelerator() -> (Vec<&'static str>, &'static str) {
     let choice = std::env::var("SWARMNET_VM_ACCEL").unwrap_or_default();
