@@ -15,8 +15,9 @@ command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 command -v dnsperf >/dev/null 2>&1 || need_apt+=(dnsperf)
 [ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null 2>&1 || need_apt+=(dnsmasq-base)
 # Kernel-VM tests (cluster-tests/tests/vm_*.rs, scripts/vm/prepare.sh): qemu (TCG), kmod for
-# the guest's module closure, cpio for the initramfs, binutils (strip), xz-utils, file; curl
-# and conntrack are copied into the guest.
+# the guest's module closure, cpio for the initramfs, binutils (strip), xz-utils, file; curl,
+# conntrack, tcpdump and iperf3 are copied into the guest (tcpdump also captures the guests'
+# network on the host).
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
 command -v cpio >/dev/null 2>&1 || need_apt+=(cpio)
 [ -x /usr/sbin/depmod ] || [ -x /sbin/depmod ] || command -v depmod >/dev/null 2>&1 || need_apt+=(kmod)
@@ -36,6 +37,8 @@ command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || need_apt+=(runc)
 [ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' || need_apt+=(busybox-static)
 # The Python client example (examples/python) runs in a venv under target/.
 /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+command -v tcpdump >/dev/null 2>&1 || [ -x /usr/sbin/tcpdump ] || need_apt+=(tcpdump)
+command -v iperf3 >/dev/null 2>&1 || need_apt+=(iperf3)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -3,9 +3,10 @@
 //! [`serf`] runs HashiCorp serf agents on loopback so benchmarks can compare
 //! swarmnet's gossip store against a well-known SWIM/gossip implementation in
 //! the same run. [`vm`] boots qemu guests with Debian's stock kernel for the tests that
-//! need kernel features the CI kernel lacks (IPVS, ESP). [`cni`] builds and calls the CNI
-//! plugin as a runtime would.
+//! need kernel features the CI kernel lacks (IPVS, ESP); [`vm_agents`] runs a real agent in
+//! each of several guests. [`cni`] builds and calls the CNI plugin as a runtime would.
 
+pub mod capture;
 pub mod cni;
 pub mod harness;
 pub mod ndb;
@@ -13,3 +14,5 @@ pub mod report;
 pub mod runtimes;
 pub mod serf;
 pub mod vm;
+pub mod vm_agents;
+pub mod xfrm_text;
