@@ -15,8 +15,9 @@ command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 command -v dnsperf >/dev/null 2>&1 || need_apt+=(dnsperf)
 [ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null 2>&1 || need_apt+=(dnsmasq-base)
 # Kernel-VM tests (cluster-tests/tests/vm_*.rs, scripts/vm/prepare.sh): qemu (TCG), kmod for
-# the guest's module closure, cpio for the initramfs, binutils (strip), xz-utils, file; curl
-# and conntrack are copied into the guest.
+# the guest's module closure, cpio for the initramfs, binutils (strip), xz-utils, file; curl,
+# conntrack, tcpdump and iperf3 are copied into the guest (tcpdump also captures the guests'
+# network on the host).
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
 command -v cpio >/dev/null 2>&1 || need_apt+=(cpio)
 [ -x /usr/sbin/depmod ] || [ -x /sbin/depmod ] || command -v depmod >/dev/null 2>&1 || need_apt+=(kmod)
@@ -25,6 +26,8 @@ command -v xz >/dev/null 2>&1 || need_apt+=(xz-utils)
 command -v file >/dev/null 2>&1 || need_apt+=(file)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 [ -x /usr/sbin/conntrack ] || command -v conntrack >/dev/null 2>&1 || need_apt+=(conntrack)
+command -v tcpdump >/dev/null 2>&1 || [ -x /usr/sbin/tcpdump ] || need_apt+=(tcpdump)
+command -v iperf3 >/dev/null 2>&1 || need_apt+=(iperf3)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

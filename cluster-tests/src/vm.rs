@@ -5,10 +5,11 @@
 //! package and a few others with `apt-get download` (nothing is installed into the host's
 //! `/boot` or `/lib/modules`), extracts the raw `vmlinux`, and builds a base initramfs
 //! (busybox-static, dash, bash, the netfilter/IPVS/xfrm/bridge/crypto modules with their
-//! dependency closure, `ip`, `ipvsadm`, `nft`, `nsenter`, `getent`, `curl`, `ping`, `conntrack`
-//! with their libraries, and the guest init `scripts/vm/init`). The kit is cached under
-//! `$SWARMNET_VM_CACHE`, else `<target>/vm-cache/`, keyed by the package versions and the
-//! recipe, so a new kernel package rebuilds it and an unchanged one costs nothing.
+//! dependency closure, `ip`, `ipvsadm`, `nft`, `nsenter`, `getent`, `curl`, `ping`,
+//! `conntrack`, `tcpdump`, `iperf3` with their libraries, and the guest init
+//! `scripts/vm/init`). The kit is cached under `$SWARMNET_VM_CACHE`, else
+//! `<target>/vm-cache/`, keyed by the package versions and the recipe, so a new kernel
+//! package rebuilds it and an unchanged one costs nothing.
 //!
 //! **Run.** A [`Guest`] is a script (run as `/test/run.sh` by `/bin/sh`, dash) plus files
 //! copied into the guest; ELF files are stripped of debug info and their shared libraries
@@ -29,7 +30,13 @@
 //! network, unlike qemu's `socket,mcast=` which sends real multicast from the host's
 //! stack), any number of guests share the bridge (qemu's point-to-point `socket`/`stream`
 //! netdevs need a hub), and deleting the namespace removes everything. Needs root. Guest `i`
-//! is `<name>` at `10.99.0.<i + 1>/24` on `eth0`, and every guest's `/etc/hosts` names all.
+//! is `<name>` at `10.99.0.<i + 1>/24` on `eth0`, and every guest's `/etc/hosts` names all;
+//! the bridge itself has [`HOST_ADDR`] (`10.99.0.254`).
+//!
+//! **Live.** [`start_network`] boots guests made with [`Guest::served`] and returns while
+//! they run: the host test then drives them with [`LiveNetwork::exec`] (shell commands over
+//! TCP to a small server in each guest) and captures on the bridge, and finally stops them
+//! (see [`LiveNetwork`]).
 //!
 //! **Logs.** Every guest's serial console is kept, with host timestamps, in
 //! `<target>/vm-logs/<run>/<guest>.log` (the last 40 runs are kept); [`Run::expect_exit`]
@@ -48,12 +55,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 
+mod live;
+
+pub use live::{EXEC_PORT, EXEC_TIMEOUT, ExecOutput, LiveNetwork, start_network};
+
 /// Exit status of `prepare.sh` meaning "qemu or the kernel package cannot be obtained".
 const PREPARE_UNAVAILABLE: i32 = 3;
 /// Runs of serial logs kept under `<target>/vm-logs/`.
 const KEEP_LOG_RUNS: usize = 40;
 /// The guests' network: `10.99.0.0/24`.
 pub const NET_PREFIX: [u8; 3] = [10, 99, 0];
+/// The address of the host side (bridge `br0` in the guests' namespace) on that network.
+pub const HOST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 254);
 /// Modules a test binary's guest script loads before running it (autoloading would do
 /// most of it, but an explicit load fails loudly when a module is missing).
 pub const TEST_MODULES: &[&str] = &[
@@ -376,6 +389,11 @@ fn prepare() -> Result<Kit, String> {
     })
 }
 
+/// The accelerator guests run with here: `kvm` or `tcg` (see the module docs).
+pub fn accelerator_name() -> &'static str {
+    accelerator().1
+}
+
 /// `-accel ...` and `-cpu ...`, and the accelerator's name.
 fn accelerator() -> (Vec<&'static str>, &'static str) {
     let choice = std::env::var("SWARMNET_VM_ACCEL").unwrap_or_default();
@@ -482,17 +500,40 @@ fn unavailable(guests: &[Guest], why: String) -> Vec<Run> {
 }
 
 fn run_inner(guests: &[Guest], network: bool) -> Result<Vec<Run>> {
+    Ok(match boot(guests, network)? {
+        Ok(booted) => booted.finish(),
+        Err(why) => unavailable(guests, why),
+    })
+}
+
+/// Guests started by [`boot`]: their consoles, their network and scratch directory.
+struct Booted {
+    consoles: Vec<Console>,
+    net: Option<GuestNet>,
+    scratch: PathBuf,
+}
+
+impl Booted {
+    /// Waits for every guest to stop (each within its timeout), then removes the network.
+    fn finish(self) -> Vec<Run> {
+        let runs = self.consoles.into_iter().map(Console::finish).collect();
+        drop(self.net);
+        let _ = std::fs::remove_dir_all(&self.scratch);
+        runs
+    }
+}
+
+/// Starts `guests` (on one network when `network`) and returns at once; `Ok(Err(reason))`
+/// when the harness cannot run here.
+fn boot(guests: &[Guest], network: bool) -> Result<std::result::Result<Booted, String>> {
     ensure!(!guests.is_empty(), "no guests");
     ensure!(guests.len() <= 200, "at most 200 guests");
     let kit = match kit() {
         Ok(k) => k,
-        Err(why) => return Ok(unavailable(guests, why)),
+        Err(why) => return Ok(Err(why)),
     };
     if network && !nix::unistd::geteuid().is_root() {
-        return Ok(unavailable(
-            guests,
-            "the guests' network namespace needs root".into(),
-        ));
+        return Ok(Err("the guests' network namespace needs root".into()));
     }
     let label = guests[0]
         .name
@@ -587,19 +628,15 @@ fn run_inner(guests: &[Guest], network: bool) -> Result<Vec<Run>> {
         let t0 = Instant::now();
         let child = match cmd.spawn() {
             Ok(c) => c,
-            Err(e) => {
-                return Ok(unavailable(
-                    guests,
-                    format!("cannot start qemu-system-x86_64: {e}"),
-                ));
-            }
+            Err(e) => return Ok(Err(format!("cannot start qemu-system-x86_64: {e}"))),
         };
         running.push(Console::start(g, child, log, t0, accel_name)?);
     }
-    let runs = running.into_iter().map(Console::finish).collect();
-    drop(net);
-    let _ = std::fs::remove_dir_all(&scratch);
-    Ok(runs)
+    Ok(Ok(Booted {
+        consoles: running,
+        net,
+        scratch,
+    }))
 }
 
 /// Writes the overlay archive (script, files, their libraries) and returns
@@ -701,6 +738,8 @@ struct Console {
     accel: &'static str,
     text: Arc<Mutex<String>>,
     booted: Arc<Mutex<Option<Duration>>>,
+    /// [`Console::kill`] ended it.
+    killed: bool,
     reader: std::thread::JoinHandle<()>,
     stderr: std::thread::JoinHandle<String>,
 }
@@ -765,15 +804,32 @@ impl Console {
             accel,
             text,
             booted,
+            killed: false,
             reader,
             stderr,
         })
+    }
+
+    /// The console text so far.
+    fn text(&self) -> String {
+        self.text.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Kills qemu now (the guest is lost); [`Console::finish`] then reports it as timed out
+    /// unless it had already stopped.
+    fn kill(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.killed = true;
+        }
     }
 
     fn finish(mut self) -> Run {
         let deadline = self.t0 + self.timeout;
         let status = loop {
             match self.child.try_wait() {
+                Ok(Some(_)) if self.killed => break None,
                 Ok(Some(s)) => break Some(s),
                 Ok(None) if Instant::now() >= deadline => {
                     let _ = self.child.kill();
@@ -837,6 +893,17 @@ impl GuestNet {
         let ns = net.netns.as_str();
         ip(&["-n", ns, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", ns, "link", "set", "br0", "up"])?;
+        // The host's own address on the guests' network (a `LiveNetwork` talks to the
+        // guests from here; tests may capture on br0 or send to guests from it).
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{HOST_ADDR}/24"),
+            "dev",
+            "br0",
+        ])?;
         for i in 0..guests {
             let tap = Self::tap(i);
             ip(&["-n", ns, "tuntap", "add", "dev", &tap, "mode", "tap"])?;

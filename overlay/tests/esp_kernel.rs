@@ -169,6 +169,10 @@ fn guard_only(local: EspNode, rules: &[GuardRule]) -> EspDesired {
         receive_only: vec![],
         vxlan_ports: vec![4789],
         guard: rules.to_vec(),
+        idle: vec![],
+        generations: Default::default(),
+        renew_inbound: vec![],
+        keep_unlisted: false,
     }
 }
 
@@ -319,6 +323,10 @@ fn full(local: EspNode, peer: EspNode, tags: &[u64]) -> EspDesired {
             port: 4789,
             vni: 42,
         }],
+        idle: vec![],
+        generations: Default::default(),
+        renew_inbound: vec![],
+        keep_unlisted: false,
     }
 }
 
@@ -579,4 +587,96 @@ fn serial_esp_encrypts_vxlan_between_two_hosts_and_a_rotation_under_load_loses_n
     assert!(r.is_ok(), "{r:#?}");
     assert_eq!(pings(&pair.a, overlay_ip(42, 2), 3), 0);
     assert!(counter(&xa, GuardHook::Output, 42) >= 3);
+}
+
+/// What a real kernel does when one end makes its outbound SA anew (sequence numbers from 1
+/// again) while the other keeps its inbound SA, and what the executor's session does about
+/// it: the receiver's window is ahead, every packet fails (with ESN, as an integrity
+/// failure), until the receiver resets the SA's replay state, which a new generation of
+/// the sender triggers.
+#[test]
+fn serial_a_sender_that_made_its_sa_anew_is_rejected_until_the_receiver_renews_it() {
+    let _serial = skip_unless!(true);
+    if !esp_kernel_or_skip() {
+        return;
+    }
+    let pair = Pair::new("r", &[42]);
+    let a = EspNode { id: 1, addr: UA };
+    let b = EspNode { id: 2, addr: UB };
+    let with_gen = |d: EspDesired, g: u64| EspDesired {
+        generations: [(a.id, g), (b.id, 1)].into_iter().collect(),
+        ..d
+    };
+    // A lingers nothing, so that leaving and coming back makes its SAs anew.
+    let xa = EspExecutor::new_in_with(pair.a.path(), REQID, esp::EspSession::new(Duration::ZERO))
+        .unwrap();
+    let xb = EspExecutor::new_in(pair.b.path(), REQID).unwrap();
+    for (x, d) in [(&xa, full(a, b, &[1])), (&xb, full(b, a, &[1]))] {
+        assert!(x.reconcile_blocking(&with_gen(d, 1)).unwrap().is_ok());
+    }
+    let out = spawn_ping(&pair.a, overlay_ip(42, 2), 200, "0.01")
+        .wait_with_output()
+        .unwrap();
+    let got = received(&String::from_utf8_lossy(&out.stdout));
+    assert!(got >= 199, "ping over ESP: {got} of 200");
+
+    // A stops and starts again sending to B: its outbound SA is new.
+    for d in [
+        EspDesired {
+            peers: vec![],
+            ..full(a, b, &[1])
+        },
+        full(a, b, &[1]),
+    ] {
+        assert!(xa.reconcile_blocking(&with_gen(d, 1)).unwrap().is_ok());
+    }
+    let inbound_at_b = |x: &EspExecutor| {
+        x.read_actual_blocking()
+            .unwrap()
+            .sas
+            .into_iter()
+            .find(|s| s.dst == UB)
+            .expect("B's inbound SA")
+    };
+    let failed_before = inbound_at_b(&xb).integrity_failed;
+    assert_eq!(
+        pings(&pair.a, overlay_ip(42, 2), 5),
+        0,
+        "B's window is ahead"
+    );
+    let failed = inbound_at_b(&xb).integrity_failed - failed_before;
+    println!("B rejected {failed} packets of A's new SA");
+    assert!(
+        failed >= 5,
+        "rejected as integrity failures (ESN): {failed}"
+    );
+
+    // A's new generation reaches B: B resets the SA's replay state, keeping the SA.
+    let before = inbound_at_b(&xb);
+    let r = xb
+        .reconcile_blocking(&with_gen(full(b, a, &[1]), 2))
+        .unwrap();
+    assert!(r.is_ok(), "{r:#?}");
+    let resets: Vec<String> = r
+        .applied
+        .iter()
+        .filter(|o| matches!(o, EspOp::ResetReplay { .. }))
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(resets.len(), 1, "{r:#?}");
+    println!("{}", resets[0]);
+    assert_eq!(pings(&pair.a, overlay_ip(42, 2), 5), 5, "accepted again");
+    let after = inbound_at_b(&xb);
+    assert_eq!(after.spi, before.spi);
+    assert!(
+        after.packets > before.packets,
+        "the same SA, its counters kept"
+    );
+    assert!(
+        xb.reconcile_blocking(&with_gen(full(b, a, &[1]), 2))
+            .unwrap()
+            .applied
+            .is_empty(),
+        "renewed once"
+    );
 }

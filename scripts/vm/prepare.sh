@@ -2,7 +2,8 @@
 # Prepares, once, what the kernel-VM tests boot: Debian's stock kernel (raw vmlinux, which
 # qemu boots through its PVH entry without the slow in-guest xz decompression) and a base
 # initramfs (busybox-static, dash, bash, the kernel modules the tests need with their
-# dependency closure, and the network tools with their shared libraries).
+# dependency closure, and the network tools with their shared libraries: iproute2, nft,
+# nsenter, getent, curl, ping, conntrack, tcpdump, iperf3, ipvsadm).
 #
 # Usage: scripts/vm/prepare.sh [CACHE_DIR]
 #   CACHE_DIR defaults to $SWARMNET_VM_CACHE, else <repo>/target/vm-cache.
@@ -33,7 +34,7 @@ flock 9
 # qemu (TCG), kmod (depmod, modprobe --show-depends against the extracted tree), cpio, xz,
 # and the tools copied into the guest. Installed when missing (root), else unavailable.
 GUEST_TOOLS="ip:iproute2 bridge:iproute2 ss:iproute2 nft:nftables nsenter:util-linux \
-  getent:libc-bin curl:curl ping:iputils-ping conntrack:conntrack"
+  getent:libc-bin curl:curl ping:iputils-ping conntrack:conntrack tcpdump:tcpdump iperf3:iperf3"
 HOST_TOOLS="qemu-system-x86_64:qemu-system-x86 cpio:cpio depmod:kmod modprobe:kmod xz:xz-utils \
   file:file flock:util-linux dpkg-deb:dpkg objcopy:binutils"
 need=()
@@ -84,7 +85,7 @@ candidate() { awk -v p="$1" '$1==p{print $2; exit}' "$CACHE/.candidates"; }
 {
   for p in $DEBS; do echo "deb $p $(candidate "$p")"; done
   dpkg-query -W -f 'host ${Package} ${Version}\n' iproute2 nftables util-linux libc-bin libc6 curl \
-    iputils-ping conntrack bash dash kmod 2>/dev/null | sort
+    iputils-ping conntrack tcpdump iperf3 libiperf0 bash dash kmod 2>/dev/null | sort
   sha256sum "$HERE/prepare.sh" "$HERE/init" | awk '{print "recipe", $1}'
 } > "$CACHE/.key.txt"
 KEY=$(sha256sum < "$CACHE/.key.txt" | cut -c1-16)
@@ -199,8 +200,10 @@ cp /etc/protocols /etc/services "$ROOT/etc/" 2>/dev/null || true
 mkdir -p "$ROOT/etc/iproute2"
 cp -r /etc/iproute2/* "$ROOT/etc/iproute2/" 2>/dev/null || true
 [ -d /usr/share/iproute2 ] && mkdir -p "$ROOT/usr/share" && cp -r /usr/share/iproute2 "$ROOT/usr/share/"
-printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$ROOT/etc/passwd"
-printf 'root:x:0:\nnogroup:x:65534:\n' > "$ROOT/etc/group"
+# tcpdump drops its privileges to the user tcpdump once it runs.
+printf 'root:x:0:0:root:/root:/bin/sh\ntcpdump:x:100:101::/nonexistent:/bin/false\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$ROOT/etc/passwd"
+printf 'root:x:0:\ntcpdump:x:101:\nnogroup:x:65534:\n' > "$ROOT/etc/group"
+chmod 1777 "$ROOT/tmp"
 printf 'passwd: files\ngroup: files\nhosts: files dns\nservices: files\nprotocols: files\n' > "$ROOT/etc/nsswitch.conf"
 : > "$ROOT/etc/resolv.conf"
 install -m 755 "$HERE/init" "$ROOT/init"

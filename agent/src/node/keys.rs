@@ -1,5 +1,7 @@
 //! SetKeys: validate a new ring against what the kernel can use, apply the gossip ring to
-//! networkdb step by step, keep the dataplane ring for the ESP reconcile, save both.
+//! networkdb step by step, save both, and apply the dataplane ring to the kernel before
+//! returning (one IPsec reconcile), so that the caller may take the next rotation step on
+//! any node as soon as every node has returned.
 
 use super::Agent;
 use super::views::KeysInfo;
@@ -27,7 +29,8 @@ impl Agent {
         .ok()
     }
 
-    /// Cluster.SetKeys.
+    /// Cluster.SetKeys. Returns after the rings are saved, the gossip ring is in use and one
+    /// IPsec reconcile with the dataplane ring has run (its failures are logged and retried).
     pub async fn set_keys(&self, req: KeysRequest) -> Result<KeysInfo> {
         let _guard = self.keys.lock.lock().await;
         if let Some(ring) = &req.dataplane {
@@ -73,6 +76,17 @@ impl Agent {
             dataplane = ?next.dataplane.iter().map(|k| k.tag).collect::<Vec<_>>(),
             "key rings set"
         );
+        if next.dataplane != before.dataplane {
+            // The next rotation step may be taken on another node as soon as this returns:
+            // this node must receive with every key of the ring by then.
+            match self.reconciler.reconcile_esp_now(self).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
+                    "the dataplane ring is set but IPsec is not fully applied yet (retried)"
+                ),
+                Err(e) => tracing::warn!(error = %e, "applying the dataplane ring (retried)"),
+            }
+        }
         self.dirty.notify_one();
         Ok(KeysInfo {
             gossip: keys::info(&next.gossip, Some(&before.gossip)),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::xfrm::{self, EEXIST, ENOENT, ESRCH, RequestError, XfrmSocket};
-use super::{EspActual, EspDesired, EspOp, SpiConflict, desired_xfrm, guard, plan_esp};
+use super::{EspActual, EspDesired, EspOp, EspSession, SpiConflict, desired_xfrm, guard, plan_esp};
 use crate::Error;
 use crate::netns::{self, THREAD_SELF_NS};
 
@@ -69,7 +69,11 @@ enum Job {
 ///   its VXLAN device), reconcile with the network in [`EspDesired::guard`]; remove it from
 ///   `guard` only after the sandbox is gone.
 /// * On every change of keys (SetKeys), of nodes sharing an encrypted network, of node
-///   addresses, and periodically: [`reconcile`](Self::reconcile).
+///   addresses or generations, and periodically: [`reconcile`](Self::reconcile).
+/// * Keep a node that is down but not gone (its gossip entries suspended) in `peers`: its
+///   SAs must outlive a failure-detector flap (see [`EspSession`]).
+/// * Right after a restart, until the tables are complete: set
+///   [`EspDesired::keep_unlisted`].
 #[derive(Debug)]
 pub struct EspExecutor {
     reqid: u32,
@@ -78,20 +82,35 @@ pub struct EspExecutor {
 }
 
 impl EspExecutor {
-    /// An executor for the calling thread's current network namespace.
+    /// An executor for the calling thread's current network namespace, whose former peers
+    /// keep their SAs for [`DEFAULT_LINGER`](super::DEFAULT_LINGER).
     pub fn new(reqid: u32) -> Result<EspExecutor, Error> {
         let home = netns::open(Path::new(THREAD_SELF_NS))?;
-        Self::spawn(home, THREAD_SELF_NS.into(), reqid)
+        Self::spawn(home, THREAD_SELF_NS.into(), reqid, EspSession::default())
     }
 
     /// An executor for the host whose network namespace is `host_netns`.
     pub fn new_in(host_netns: impl AsRef<Path>, reqid: u32) -> Result<EspExecutor, Error> {
-        let path = host_netns.as_ref();
-        let home = netns::open(path)?;
-        Self::spawn(home, path.to_path_buf(), reqid)
+        Self::new_in_with(host_netns, reqid, EspSession::default())
     }
 
-    fn spawn(home: File, home_path: PathBuf, reqid: u32) -> Result<EspExecutor, Error> {
+    /// [`EspExecutor::new_in`] with its own session (e.g. another linger).
+    pub fn new_in_with(
+        host_netns: impl AsRef<Path>,
+        reqid: u32,
+        session: EspSession,
+    ) -> Result<EspExecutor, Error> {
+        let path = host_netns.as_ref();
+        let home = netns::open(path)?;
+        Self::spawn(home, path.to_path_buf(), reqid, session)
+    }
+
+    fn spawn(
+        home: File,
+        home_path: PathBuf,
+        reqid: u32,
+        session: EspSession,
+    ) -> Result<EspExecutor, Error> {
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
@@ -103,7 +122,7 @@ impl EspExecutor {
                 Ok(()) => {
                     let _ = ready_tx.send(Ok(()));
                     drop(home);
-                    Worker { reqid }.run(rx);
+                    Worker { reqid, session }.run(rx);
                 }
             })
             .map_err(|e| Error::io("spawn thread of", "ESP executor", e))?;
@@ -149,7 +168,8 @@ impl EspExecutor {
         rx.await.map_err(|_| gone())
     }
 
-    /// Validate, read actual, [`plan_esp`], apply. Idempotent: after a call without
+    /// Validate, [`EspSession::prepare`] (former peers linger, restarted senders are
+    /// renewed), read actual, [`plan_esp`], apply. Idempotent: after a call without
     /// failures, an immediate second call attempts zero ops. `Err` only when nothing was
     /// applied (invalid desired state, unreadable state, executor gone).
     pub async fn reconcile(&self, desired: &EspDesired) -> Result<EspReport, Error> {
@@ -209,10 +229,11 @@ fn xerr(op: &'static str, object: String, e: RequestError) -> Error {
 
 struct Worker {
     reqid: u32,
+    session: EspSession,
 }
 
 impl Worker {
-    fn run(self, rx: mpsc::Receiver<Job>) {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
         while let Ok(job) = rx.recv() {
             match job {
                 Job::ReadActual(tx) => {
@@ -226,16 +247,16 @@ impl Worker {
                 }
                 Job::Reconcile(d, tx) => {
                     let start = Instant::now();
-                    let r = d
-                        .validate()
-                        .and_then(|()| self.read_actual())
-                        .map(|actual| {
-                            let ops = plan_esp(&d, &actual);
-                            let mut r = self.apply(ops);
-                            r.conflicts = desired_xfrm(&d, self.reqid).conflicts;
-                            r.elapsed = start.elapsed();
-                            r
-                        });
+                    let r = d.validate().and_then(|()| {
+                        let d = self.session.prepare(&d, start);
+                        let actual = self.read_actual()?;
+                        let ops = plan_esp(&d, &actual);
+                        self.session.planned();
+                        let mut r = self.apply(ops);
+                        r.conflicts = desired_xfrm(&d, self.reqid).conflicts;
+                        r.elapsed = start.elapsed();
+                        Ok(r)
+                    });
                     let _ = tx.send(r);
                 }
             }
@@ -284,8 +305,10 @@ impl Worker {
         };
         for op in ops {
             let result = match &mut sock {
-                Some(s) => apply_one(s, &op),
-                None => self.socket().and_then(|mut s| apply_one(&mut s, &op)),
+                Some(s) => apply_one(s, &op, self.reqid),
+                None => self
+                    .socket()
+                    .and_then(|mut s| apply_one(&mut s, &op, self.reqid)),
             };
             match result {
                 Ok(()) => {
@@ -309,7 +332,7 @@ fn ignore(r: Result<(), RequestError>, codes: &[i32]) -> Result<(), RequestError
     }
 }
 
-fn apply_one(sock: &mut XfrmSocket, op: &EspOp) -> Result<(), Error> {
+fn apply_one(sock: &mut XfrmSocket, op: &EspOp, reqid: u32) -> Result<(), Error> {
     let sa_obj = |src, dst, spi: u32| format!("{src} -> {dst} spi {spi:#010x}");
     match op {
         EspOp::SetGuard { rules } => guard::apply_guard_script(&guard::render_guard(rules)),
@@ -330,6 +353,9 @@ fn apply_one(sock: &mut XfrmSocket, op: &EspOp) -> Result<(), Error> {
             ignore(sock.request(xfrm::del_sa(*src, *dst, *spi)), &[ESRCH])
                 .map_err(|e| xerr("delete sa", sa_obj(*src, *dst, *spi), e))
         }
+        EspOp::ResetReplay { src, dst, spi } => sock
+            .request_replace(xfrm::reset_replay(*src, *dst, *spi, reqid))
+            .map_err(|e| xerr("reset replay state of sa", sa_obj(*src, *dst, *spi), e)),
         EspOp::SetPolicy(p) => sock.request(xfrm::set_policy(p)).map_err(|e| {
             xerr(
                 "set policy",

@@ -12,7 +12,9 @@
 //! * [`plan_esp`]: pure planner, [`EspDesired`] versus [`EspActual`] giving [`EspOp`]s,
 //!   ordered so that a key rotation or a peer change never drops a packet.
 //! * [`EspExecutor`]: applies ops over xfrm netlink and `nft` in the host namespace on a
-//!   dedicated thread, reads back what it owns (its reqid, its table) and adopts it.
+//!   dedicated thread, reads back what it owns (its reqid, its table) and adopts it; its
+//!   [`EspSession`] keeps the two ends of every SA in step across peer changes and
+//!   restarts (lingering former peers, resetting replay state of restarted senders).
 //! * The guard ([`render_guard`]): an nftables table dropping clear-text VXLAN of the
 //!   encrypted networks' VNIs in output and input, so nothing leaks when keys, policies or
 //!   SAs are missing (fail closed).
@@ -37,6 +39,10 @@
 //!     receive_only: vec![],
 //!     vxlan_ports: vec![4789],
 //!     guard: vec![GuardRule { port: 4789, vni: 4097 }],
+//!     idle: vec![],
+//!     generations: Default::default(),
+//!     renew_inbound: vec![],
+//!     keep_unlisted: false,
 //! };
 //! let report = exec.reconcile_blocking(&desired)?; // on every change and periodically
 //! for f in &report.failed {
@@ -53,6 +59,7 @@ mod mtu;
 mod op;
 mod plan;
 mod probe;
+mod session;
 mod spec;
 pub mod xfrm;
 
@@ -70,6 +77,7 @@ pub use mtu::{ESP_FIXED_OVERHEAD, ESP_MAX_OVERHEAD, encrypted_mtu};
 pub use op::EspOp;
 pub use plan::{DesiredXfrm, SpiConflict, desired_xfrm, plan_esp, spi_conflicts};
 pub use probe::{EspSupport, probe, probe_esp, probe_guard};
+pub use session::{DEFAULT_LINGER, EspSession};
 pub use spec::{
     AEAD_NAME, DEFAULT_REQID, EspActual, EspDesired, EspNode, GuardCounter, GuardHook, GuardRule,
     GuardState, ICV_BITS, PolicySpec, PolicyState, REPLAY_WINDOW, SaDir, SaSpec, SaState,

@@ -23,6 +23,18 @@ pub enum EspOp {
     /// The SA at (dst, spi) differs from the spec: delete it, then add the spec (the SA is
     /// briefly absent; only happens when a key changed under a tag or the SA was altered).
     ReplaceSa(SaSpec),
+    /// `XFRM_MSG_NEWAE` with a zero `XFRMA_REPLAY_ESN_VAL`: the inbound SA (dst, spi) keeps
+    /// its key and counters but forgets which sequence numbers it has seen, so a sender that
+    /// started its sequence numbers again is accepted at once (no moment without the SA,
+    /// unlike a replace).
+    ResetReplay {
+        /// Outer source (the peer).
+        src: Ipv4Addr,
+        /// Outer destination (this node).
+        dst: Ipv4Addr,
+        /// SPI.
+        spi: u32,
+    },
     /// `XFRM_MSG_UPDPOLICY` (add or replace in place: the switch to a new primary SPI is
     /// atomic).
     SetPolicy(PolicySpec),
@@ -80,6 +92,9 @@ impl fmt::Display for EspOp {
                 s.spi,
                 s.tag
             ),
+            EspOp::ResetReplay { src, dst, spi } => {
+                write!(f, "reset replay state of sa {src} -> {dst} spi {spi:#010x}")
+            }
             EspOp::SetPolicy(p) => write!(
                 f,
                 "set policy out {} -> {} udp dport {} via spi {:#010x}",

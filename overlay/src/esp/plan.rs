@@ -43,20 +43,32 @@ pub struct DesiredXfrm {
     pub conflicts: Vec<SpiConflict>,
 }
 
-/// Peers after dropping invalid and duplicate entries: `(node, send)`.
+/// How the planner treats a node of [`EspDesired`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Role {
+    /// Inbound SAs, outbound SA, policies.
+    Peer,
+    /// Inbound SAs and outbound SA, no policy.
+    Idle,
+    /// Inbound SAs only.
+    ReceiveOnly,
+}
+
+/// Nodes after dropping invalid and duplicate entries, with their role.
 ///
 /// Skipped: this node itself (same id or address), non-unicast addresses. One entry per id
-/// (a `peers` entry beats a `receive_only` one; then the smaller address) and one per
-/// address (the smaller id).
-fn normalize(d: &EspDesired) -> Vec<(EspNode, bool)> {
-    let mut all: Vec<(EspNode, bool)> = d
+/// (a `peers` entry beats an `idle` one, which beats a `receive_only` one; then the smaller
+/// address) and one per address (the smaller id).
+fn normalize(d: &EspDesired) -> Vec<(EspNode, Role)> {
+    let mut all: Vec<(EspNode, Role)> = d
         .peers
         .iter()
-        .map(|n| (*n, true))
-        .chain(d.receive_only.iter().map(|n| (*n, false)))
+        .map(|n| (*n, Role::Peer))
+        .chain(d.idle.iter().map(|n| (*n, Role::Idle)))
+        .chain(d.receive_only.iter().map(|n| (*n, Role::ReceiveOnly)))
         .filter(|(n, _)| n.id != d.local.id && n.addr != d.local.addr && unicast(n.addr))
         .collect();
-    all.sort_by_key(|(n, send)| (n.id, !*send, n.addr));
+    all.sort_by_key(|(n, role)| (n.id, *role, n.addr));
     let mut ids = BTreeSet::new();
     let mut addrs = BTreeSet::new();
     all.retain(|(n, _)| ids.insert(n.id) && addrs.insert(n.addr));
@@ -110,10 +122,10 @@ pub fn desired_xfrm(desired: &EspDesired, reqid: u32) -> DesiredXfrm {
         }
     }
 
-    // Outbound: the primary to every sending peer, and its policies.
+    // Outbound: the primary to every peer (with its policies) and idle node (without).
     let p = ring.primary();
-    for (n, send) in &nodes {
-        if !send {
+    for (n, role) in &nodes {
+        if *role == Role::ReceiveOnly {
             continue;
         }
         let s = spi(p.tag, local.id, n.id);
@@ -130,6 +142,9 @@ pub fn desired_xfrm(desired: &EspDesired, reqid: u32) -> DesiredXfrm {
                 key: sa_key(p, local.id, n.id),
             },
         );
+        if *role == Role::Idle {
+            continue;
+        }
         for port in &ports {
             out.policies.insert(
                 (n.addr, *port),
@@ -155,17 +170,22 @@ pub fn desired_xfrm(desired: &EspDesired, reqid: u32) -> DesiredXfrm {
 ///   non-unicast address, or duplicated (by id or by address) are skipped deterministically.
 /// * Desired: with a ring, per peer an inbound SA for every key (SPI
 ///   `spi(tag, peer, local)`), an outbound SA for the primary (`spi(tag, local, peer)`) and
-///   one outbound policy per VXLAN port whose template names that SPI; per `receive_only`
-///   node only the inbound SAs. Without a ring, none. The guard table holds exactly
-///   `desired.guard` (output and input rule per entry), or is absent when that is empty.
+///   one outbound policy per VXLAN port whose template names that SPI; per `idle` node the
+///   same SAs without a policy; per `receive_only` node only the inbound SAs. Without a
+///   ring, none. The guard table holds exactly `desired.guard` (output and input rule per
+///   entry), or is absent when that is empty.
 /// * Replace semantics: an SA of ours that differs in anything (addresses, key, algorithm,
 ///   mode, ESN, window, selector) is replaced; a policy with a desired identity (direction,
-///   selector, mark 0) is updated in place; everything of ours not desired is deleted.
+///   selector, mark 0) is updated in place; everything of ours not desired is deleted,
+///   unless `keep_unlisted` is set (then nothing of ours is deleted).
+/// * Renewal: every inbound SA that is already in the kernel, as desired, from a node in
+///   `renew_inbound` gets its anti-replay state reset ([`EspOp::ResetReplay`]).
 /// * Order, so that no packet is dropped during a rotation or a peer change: set the guard;
-///   add inbound SAs; add outbound SAs; set policies (switching the template to the new
-///   SPI atomically); delete policies; delete outbound SAs; delete inbound SAs; delete the
-///   guard.
-/// * Applying the plan and planning again against the new actual state gives no ops.
+///   add inbound SAs; add outbound SAs; reset replay states; set policies (switching the
+///   template to the new SPI atomically); delete policies; delete outbound SAs; delete
+///   inbound SAs; delete the guard.
+/// * Applying the plan and planning again against the new actual state gives no ops, except
+///   the resets `renew_inbound` asks for again.
 pub fn plan_esp(desired: &EspDesired, actual: &EspActual) -> Vec<EspOp> {
     let want = desired_xfrm(desired, actual.reqid);
     let mut ops = Vec::new();
@@ -206,6 +226,18 @@ pub fn plan_esp(desired: &EspDesired, actual: &EspActual) -> Vec<EspOp> {
         }
     }
 
+    // Inbound SAs of restarted senders that stay: forget the sequence numbers seen.
+    let renew: BTreeSet<u64> = desired.renew_inbound.iter().copied().collect();
+    for (k, spec) in &want.inbound {
+        if renew.contains(&spec.peer) && have.get(k).is_some_and(|s| s.matches(spec)) {
+            ops.push(EspOp::ResetReplay {
+                src: spec.src,
+                dst: spec.dst,
+                spi: spec.spi,
+            });
+        }
+    }
+
     // Policies: set what differs, then delete what is not ours to keep.
     let identity = |p: &PolicyState| (p.dir, p.selector, p.mark, p.if_id);
     let wanted_identity = |p: &PolicySpec| {
@@ -229,7 +261,7 @@ pub fn plan_esp(desired: &EspDesired, actual: &EspActual) -> Vec<EspOp> {
     let mut deletes: Vec<&PolicyState> = actual
         .policies
         .iter()
-        .filter(|p| !keep.contains(&identity(p)))
+        .filter(|p| !desired.keep_unlisted && !keep.contains(&identity(p)))
         .collect();
     deletes.sort_by_key(|p| identity(p));
     deletes.dedup_by_key(|p| identity(p));
@@ -247,7 +279,9 @@ pub fn plan_esp(desired: &EspDesired, actual: &EspActual) -> Vec<EspOp> {
         .iter()
         .filter(|s| {
             let k = (s.dst, s.spi);
-            !want.inbound.contains_key(&k) && !want.outbound.contains_key(&k)
+            !desired.keep_unlisted
+                && !want.inbound.contains_key(&k)
+                && !want.outbound.contains_key(&k)
         })
         .map(|s| (s.dst == desired.local.addr, s.dst, s.spi, s.src))
         .collect();

@@ -1,5 +1,6 @@
 //! Desired and actual state of the ESP dataplane of one node.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
@@ -63,6 +64,29 @@ pub struct EspDesired {
     pub vxlan_ports: Vec<u16>,
     /// The encrypted networks with (or about to get) a sandbox on this node. Needs no ring.
     pub guard: Vec<GuardRule>,
+    /// Nodes whose SAs stay without a policy: inbound for every key and outbound for the
+    /// primary, as for a peer, but no traffic is sent through them. A peer that stopped
+    /// sharing an encrypted network a moment ago is kept so (see
+    /// [`EspSession`](super::EspSession)): if it shares one again soon, both ends go on with
+    /// the same SAs, whose sequence numbers continue, so neither end's anti-replay state is
+    /// left ahead of the other's sender. Nodes also in `peers` are ignored here.
+    pub idle: Vec<EspNode>,
+    /// Each node's generation (its restart counter as gossip knows it, by node id; nodes
+    /// absent are unknown). [`EspSession`](super::EspSession) renews the replay state of the
+    /// inbound SAs of a node whose generation changed.
+    pub generations: BTreeMap<u64, u64>,
+    /// Nodes whose existing inbound SAs get their anti-replay state reset by this reconcile
+    /// ([`EspOp::ResetReplay`](super::EspOp::ResetReplay)): their sender may have restarted
+    /// its sequence numbers (it restarted, or it was not a peer for a while and made its
+    /// outbound SA anew), which the old window would reject. A one-shot request: planning
+    /// again with it gives the resets again. Usually filled by
+    /// [`EspSession::prepare`](super::EspSession::prepare).
+    pub renew_inbound: Vec<u64>,
+    /// Keep every SA and policy of ours that is not desired instead of deleting it. The
+    /// agent sets it right after a restart, until gossip has delivered the tables: what it
+    /// made before is adopted, never torn down and made again (which would reset sequence
+    /// numbers on one end only).
+    pub keep_unlisted: bool,
 }
 
 impl EspDesired {

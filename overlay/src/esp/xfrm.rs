@@ -11,7 +11,8 @@ use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
 };
 use netlink_packet_xfrm::policy::{
     DelGetMessage as PolicyDelGetMessage, ModifyMessage as PolicyModifyMessage,
@@ -20,8 +21,9 @@ use netlink_packet_xfrm::state::{
     DelGetMessage as StateDelGetMessage, GetDumpMessage, ModifyMessage as StateModifyMessage,
 };
 use netlink_packet_xfrm::{
-    AF_INET, Address, AlgAead, Id, ReplayEsn, Selector, UserPolicyId, UserPolicyInfo, UserSaId,
-    UserSaInfo, UserTemplate, XFRM_ALG_AEAD_NAME_LEN, XFRM_STATE_ESN, XfrmAttrs, XfrmMessage,
+    AF_INET, Address, AlgAead, AsyncEventId, Id, NewAsyncEventMessage, ReplayEsn, Selector,
+    UserPolicyId, UserPolicyInfo, UserSaId, UserSaInfo, UserTemplate, XFRM_ALG_AEAD_NAME_LEN,
+    XFRM_STATE_ESN, XfrmAttrs, XfrmMessage,
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_XFRM};
 
@@ -85,7 +87,6 @@ pub(crate) fn new_sa_raw(
     let mut name = [0u8; XFRM_ALG_AEAD_NAME_LEN];
     name[..AEAD_NAME.len()].copy_from_slice(AEAD_NAME.as_bytes());
     let bytes = key.as_bytes();
-    let words = REPLAY_WINDOW.div_ceil(32);
     XfrmMessage::AddSa(StateModifyMessage {
         user_sa_info: info,
         nlas: vec![
@@ -95,13 +96,40 @@ pub(crate) fn new_sa_raw(
                 alg_icv_len: ICV_BITS,
                 alg_key: bytes.to_vec(),
             }),
-            XfrmAttrs::ReplayStateEsn(ReplayEsn {
-                bmp_len: words,
-                replay_window: REPLAY_WINDOW,
-                bmp: vec![0; words as usize],
-                ..ReplayEsn::default()
-            }),
+            XfrmAttrs::ReplayStateEsn(fresh_replay_state()),
         ],
+    })
+}
+
+/// The replay state of a new inbound SA (and the one [`reset_replay`] restores): nothing
+/// seen yet, a [`REPLAY_WINDOW`]-packet window.
+fn fresh_replay_state() -> ReplayEsn {
+    let words = REPLAY_WINDOW.div_ceil(32);
+    ReplayEsn {
+        bmp_len: words,
+        replay_window: REPLAY_WINDOW,
+        bmp: vec![0; words as usize],
+        ..ReplayEsn::default()
+    }
+}
+
+/// `XFRM_MSG_NEWAE` (sent with `NLM_F_REPLACE`, which the kernel requires) setting the
+/// anti-replay state of the ESP SA (dst, spi) back to that of a new SA: the SA stays, with its
+/// key and counters, and accepts any sequence number it has not seen since.
+pub fn reset_replay(src: Ipv4Addr, dst: Ipv4Addr, spi: u32, reqid: u32) -> XfrmMessage {
+    XfrmMessage::NewAsyncEvent(NewAsyncEventMessage {
+        id: AsyncEventId {
+            sa_id: UserSaId {
+                daddr: v4(dst),
+                spi,
+                family: AF_INET,
+                proto: IPPROTO_ESP,
+            },
+            saddr: v4(src),
+            flags: 0,
+            reqid,
+        },
+        nlas: vec![XfrmAttrs::ReplayStateEsn(fresh_replay_state())],
     })
 }
 
@@ -331,7 +359,17 @@ impl XfrmSocket {
 
     /// Sends `msg` and waits for the kernel's ack.
     pub fn request(&mut self, msg: XfrmMessage) -> Result<(), RequestError> {
-        let seq = self.send(msg, NLM_F_ACK)?;
+        self.request_flags(msg, 0)
+    }
+
+    /// [`XfrmSocket::request`] of a message that replaces state in place (`NLM_F_REPLACE`,
+    /// e.g. [`reset_replay`]).
+    pub fn request_replace(&mut self, msg: XfrmMessage) -> Result<(), RequestError> {
+        self.request_flags(msg, NLM_F_REPLACE)
+    }
+
+    fn request_flags(&mut self, msg: XfrmMessage, flags: u16) -> Result<(), RequestError> {
+        let seq = self.send(msg, NLM_F_ACK | flags)?;
         loop {
             for m in self.receive()? {
                 if m.header.sequence_number != seq {
@@ -505,6 +543,42 @@ mod tests {
         let s = parse_policy(&parsed, 9).expect("ours");
         assert!(s.matches(&p), "{s:?}");
         assert!(parse_policy(&parsed, 10).is_none());
+    }
+
+    #[test]
+    fn a_replay_reset_names_the_sa_and_carries_an_empty_window_of_the_sas_size() {
+        let m = reset_replay(
+            "10.0.0.2".parse().unwrap(),
+            "10.0.0.1".parse().unwrap(),
+            0x0102_0304,
+            0x5357_4e31,
+        );
+        let b = body(&m);
+        // struct xfrm_aevent_id: sa_id {daddr (16), spi (4, BE), family (2), proto (1),
+        // pad}, saddr (16), flags (4), reqid (4): 48 bytes.
+        assert_eq!(&b[0..4], &[10, 0, 0, 1], "sa_id.daddr");
+        assert_eq!(&b[16..20], &[1, 2, 3, 4], "sa_id.spi, big-endian");
+        assert_eq!(&b[20..22], &2u16.to_ne_bytes(), "sa_id.family AF_INET");
+        assert_eq!(b[22], IPPROTO_ESP, "sa_id.proto");
+        assert_eq!(&b[24..28], &[10, 0, 0, 2], "saddr");
+        assert_eq!(&b[44..48], &0x5357_4e31u32.to_ne_bytes(), "reqid");
+        // XFRMA_REPLAY_ESN_VAL (23): bmp_len, oseq, seq, oseq_hi, seq_hi, window, bitmap.
+        let esn = &b[48..];
+        assert_eq!(&esn[2..4], &23u16.to_ne_bytes());
+        let words = REPLAY_WINDOW.div_ceil(32);
+        assert_eq!(
+            &esn[4..8],
+            &words.to_ne_bytes(),
+            "bmp_len: the kernel wants the SA's"
+        );
+        assert!(esn[8..24].iter().all(|x| *x == 0), "sequence numbers zero");
+        assert_eq!(&esn[24..28], &REPLAY_WINDOW.to_ne_bytes());
+        assert_eq!(
+            esn.len(),
+            28 + 4 * words as usize,
+            "bitmap of bmp_len words, zero"
+        );
+        assert!(esn[28..].iter().all(|x| *x == 0));
     }
 
     trait ParseForTest {

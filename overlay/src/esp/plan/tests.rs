@@ -41,6 +41,10 @@ fn desired(tags: &[u64], peers: &[EspNode]) -> EspDesired {
             port: 4789,
             vni: 42,
         }],
+        idle: vec![],
+        generations: Default::default(),
+        renew_inbound: vec![],
+        keep_unlisted: false,
     }
 }
 
@@ -88,6 +92,8 @@ fn apply(actual: &mut EspActual, ops: &[EspOp]) {
             EspOp::DeleteSa { dst, spi, .. } => {
                 actual.sas.retain(|x| (x.dst, x.spi) != (*dst, *spi));
             }
+            // The model has no replay state.
+            EspOp::ResetReplay { .. } => {}
             EspOp::SetPolicy(p) => {
                 let sel = Selector4::udp_to(p.src, p.dst, p.port);
                 actual.policies.retain(|x| {
@@ -355,6 +361,79 @@ fn receive_only_nodes_get_inbound_sas_only_and_invalid_peers_are_skipped() {
     assert_eq!(
         want.inbound.values().next().map(|s| s.src.octets()[3] <= 3),
         Some(true)
+    );
+}
+
+#[test]
+fn an_idle_node_keeps_its_sas_in_both_directions_but_loses_its_policy() {
+    let mut actual = EspActual::empty(REQID);
+    step(&mut actual, &desired(&[1, 2], &[B, C]));
+    let mut d = desired(&[1, 2], &[B]);
+    d.idle = vec![C, B]; // B is a peer: a peer is never idle
+    let ops = step(&mut actual, &d);
+    let pol = format!(
+        "delete policy dir 1 {}/32 -> {}/32 proto 17 dport 4789",
+        A.addr, C.addr
+    );
+    check(&ops, vec![vec![pol]]);
+    assert_eq!(actual.sas.len(), 2 * (2 + 1), "{:#?}", actual.sas);
+    assert_eq!(actual.policies.len(), 1);
+    // Idle again a peer: only its policy comes back, naming the SA that stayed.
+    let ops = step(&mut actual, &desired(&[1, 2], &[B, C]));
+    check(&ops, vec![vec![set_policy(C, 1)]]);
+}
+
+#[test]
+fn renewing_a_node_resets_the_replay_state_of_its_inbound_sas_in_the_kernel_only() {
+    let mut actual = EspActual::empty(REQID);
+    step(&mut actual, &desired(&[1, 2], &[B]));
+    let mut d = desired(&[1, 2, 3], &[B, C]);
+    d.renew_inbound = vec![B.id, C.id];
+    let ops = plan_esp(&d, &actual);
+    let reset = |from: EspNode, tag: u64| {
+        format!(
+            "reset replay state of sa {} -> {} spi {:#010x}",
+            from.addr,
+            A.addr,
+            spi(tag, from.id, A.id)
+        )
+    };
+    // C's SAs are new (added, nothing to reset); B's key-3 SA is new too.
+    check(
+        &ops,
+        vec![
+            vec![add_in(B, 3), add_in(C, 1), add_in(C, 2), add_in(C, 3)],
+            vec![add_out(B, 2), add_out(C, 2)],
+            vec![reset(B, 1), reset(B, 2)],
+            vec![set_policy(B, 2), set_policy(C, 2)],
+            vec![del_sa(A, B, 1)],
+        ],
+    );
+    apply(&mut actual, &ops);
+    d.renew_inbound.clear();
+    assert!(plan_esp(&d, &actual).is_empty());
+}
+
+#[test]
+fn keeping_unlisted_state_deletes_nothing_but_adds_what_is_missing() {
+    let mut actual = EspActual::empty(REQID);
+    step(&mut actual, &desired(&[1], &[B, C]));
+    let before = (actual.sas.len(), actual.policies.len());
+    // Right after a restart: the tables know only B so far, and a new key is set.
+    let mut d = desired(&[1, 2], &[B]);
+    d.keep_unlisted = true;
+    let ops = step(&mut actual, &d);
+    check(&ops, vec![vec![add_in(B, 2)]]);
+    assert_eq!(
+        (actual.sas.len(), actual.policies.len()),
+        (before.0 + 1, before.1)
+    );
+    // Once the tables are complete, what is not desired goes.
+    let ops = step(&mut actual, &desired(&[1, 2], &[B]));
+    assert_eq!(
+        ops.len(),
+        1 + 2,
+        "C's policy, outbound and inbound SA: {ops:#?}"
     );
 }
 
