@@ -15,6 +15,10 @@
 //!    guests (a `systemctl` stand-in starts the unit's `ExecStart=`: the guests have no
 //!    systemd) form a cluster: `swarmnet cluster members` shows all three up.
 //!
+//! The binary is the workspace's `swarmnet` (`$SWARMNET_BIN` to use another: with
+//! `SWARMNET_BIN=$PWD/target/static/swarmnet` the tests run what `scripts/build-static.sh`
+//! made, the file Vagrant copies into its VMs).
+//!
 //! Guests have no systemd and no package manager: what systemd would do is done from the
 //! unit file, and `SWARMNET_NO_APT=1` makes provision.sh fail rather than install.
 
