@@ -39,6 +39,21 @@ command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || need_apt+=(runc)
 /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v tcpdump >/dev/null 2>&1 || [ -x /usr/sbin/tcpdump ] || need_apt+=(tcpdump)
 command -v iperf3 >/dev/null 2>&1 || need_apt+=(iperf3)
+# The vagrant/ and dist/ checks (cluster-tests/tests/vagrant.rs): systemd-analyze verify of
+# the unit; vagrant validate of the Vagrantfile where Debian packages vagrant (bookworm does;
+# the libvirt plugin too, for the Vagrantfile's libvirt provider block), else ruby -c;
+# and a lint of the shell scripts (shellcheck).
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
+has_candidate() { apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'; }
+if ! command -v vagrant >/dev/null 2>&1; then
+  if has_candidate vagrant; then
+    need_apt+=(vagrant)
+    has_candidate vagrant-libvirt && need_apt+=(vagrant-libvirt)
+  else
+    command -v ruby >/dev/null 2>&1 || need_apt+=(ruby)
+  fi
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

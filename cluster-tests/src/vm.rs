@@ -6,7 +6,7 @@
 //! `/boot` or `/lib/modules`), extracts the raw `vmlinux`, and builds a base initramfs
 //! (busybox-static, dash, bash, the netfilter/IPVS/xfrm/bridge/crypto modules with their
 //! dependency closure, `ip`, `ipvsadm`, `nft`, `nsenter`, `getent`, `curl`, `ping`,
-//! `conntrack`, `tcpdump`, `iperf3` with their libraries, and the guest init
+//! `conntrack`, `tcpdump`, `iperf3`, `install` with their libraries, and the guest init
 //! `scripts/vm/init`). The kit is cached under `$SWARMNET_VM_CACHE`, else
 //! `<target>/vm-cache/`, keyed by the package versions and the recipe, so a new kernel
 //! package rebuilds it and an unchanged one costs nothing.

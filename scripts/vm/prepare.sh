@@ -3,7 +3,8 @@
 # qemu boots through its PVH entry without the slow in-guest xz decompression) and a base
 # initramfs (busybox-static, dash, bash, the kernel modules the tests need with their
 # dependency closure, and the network tools with their shared libraries: iproute2, nft,
-# nsenter, getent, curl, ping, conntrack, tcpdump, iperf3, ipvsadm).
+# nsenter, getent, curl, ping, conntrack, tcpdump, iperf3, ipvsadm, and coreutils' install,
+# which busybox lacks and the README's host steps use).
 #
 # Usage: scripts/vm/prepare.sh [CACHE_DIR]
 #   CACHE_DIR defaults to $SWARMNET_VM_CACHE, else <repo>/target/vm-cache.
@@ -34,7 +35,8 @@ flock 9
 # qemu (TCG), kmod (depmod, modprobe --show-depends against the extracted tree), cpio, xz,
 # and the tools copied into the guest. Installed when missing (root), else unavailable.
 GUEST_TOOLS="ip:iproute2 bridge:iproute2 ss:iproute2 nft:nftables nsenter:util-linux \
-  getent:libc-bin curl:curl ping:iputils-ping conntrack:conntrack tcpdump:tcpdump iperf3:iperf3"
+  getent:libc-bin curl:curl ping:iputils-ping conntrack:conntrack tcpdump:tcpdump iperf3:iperf3 \
+  install:coreutils"
 HOST_TOOLS="qemu-system-x86_64:qemu-system-x86 cpio:cpio depmod:kmod modprobe:kmod xz:xz-utils \
   file:file flock:util-linux dpkg-deb:dpkg objcopy:binutils"
 need=()
@@ -85,7 +87,7 @@ candidate() { awk -v p="$1" '$1==p{print $2; exit}' "$CACHE/.candidates"; }
 {
   for p in $DEBS; do echo "deb $p $(candidate "$p")"; done
   dpkg-query -W -f 'host ${Package} ${Version}\n' iproute2 nftables util-linux libc-bin libc6 curl \
-    iputils-ping conntrack tcpdump iperf3 libiperf0 bash dash kmod 2>/dev/null | sort
+    iputils-ping conntrack tcpdump iperf3 libiperf0 bash dash kmod coreutils 2>/dev/null | sort
   sha256sum "$HERE/prepare.sh" "$HERE/init" | awk '{print "recipe", $1}'
 } > "$CACHE/.key.txt"
 KEY=$(sha256sum < "$CACHE/.key.txt" | cut -c1-16)

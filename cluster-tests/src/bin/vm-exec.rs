@@ -13,6 +13,14 @@
 //!   then ends and the guest powers off).
 //!
 //! Requests run concurrently (a thread each). std only, plus serde_json and nix.
+//!
+//! `vm-exec call IP [--port P] [--timeout SECS]` is the other end, for scripts on the host
+//! (run in the guests' network namespace): it sends its stdin as one `sh` request to the
+//! guest at `IP` (port [`EXEC_PORT`] by default, 600 s by default), writes the command's
+//! stdout and stderr to its own, and exits with the command's status (124 when it timed
+//! out, 125 when the guest cannot be reached or answers nonsense, 137 when the command died
+//! by a signal). `vagrant/demo.sh` reaches kernel-VM guests through it in
+//! `cluster-tests/tests/vagrant.rs`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -30,14 +38,20 @@ const DRAIN: Duration = Duration::from_secs(2);
 /// Largest request line accepted.
 const MAX_REQUEST: u64 = 1 << 20;
 
+/// The `vm-exec serve` port `call` uses unless told (the harness's `vm::EXEC_PORT`).
+const EXEC_PORT: u16 = 7700;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "call") {
+        std::process::exit(call(&args[1..]));
+    }
     let port = match args.as_slice() {
         [serve, flag, p] if serve == "serve" && flag == "--port" => p.parse::<u16>().ok(),
         _ => None,
     };
     let Some(port) = port else {
-        eprintln!("usage: vm-exec serve --port PORT");
+        eprintln!("usage: vm-exec serve --port PORT | vm-exec call IP [--port P] [--timeout SECS]");
         std::process::exit(2);
     };
     let listener = match TcpListener::bind(("0.0.0.0", port)) {
@@ -157,4 +171,69 @@ fn run(sh: &str, timeout: Duration) -> Value {
         "stderr": text(err),
         "ms": t0.elapsed().as_millis() as u64,
     })
+}
+
+/// `vm-exec call`: see the module docs. Returns the exit status.
+fn call(args: &[String]) -> i32 {
+    let usage = || {
+        eprintln!("usage: vm-exec call IP [--port P] [--timeout SECS] < script");
+        2
+    };
+    let Some(ip) = args
+        .first()
+        .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+    else {
+        return usage();
+    };
+    let (mut port, mut timeout_s) = (EXEC_PORT, 600u64);
+    let mut rest = args[1..].iter();
+    while let Some(flag) = rest.next() {
+        let value = rest.next();
+        match (flag.as_str(), value) {
+            ("--port", Some(v)) if v.parse::<u16>().is_ok() => port = v.parse().unwrap_or(port),
+            ("--timeout", Some(v)) if v.parse::<u64>().is_ok() => {
+                timeout_s = v.parse().unwrap_or(timeout_s)
+            }
+            _ => return usage(),
+        }
+    }
+    let mut script = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut script) {
+        eprintln!("vm-exec call: reading the script from stdin: {e}");
+        return 2;
+    }
+    let reply = (|| -> std::io::Result<Value> {
+        let addr = std::net::SocketAddr::new(ip, port);
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(timeout_s + 30)))?;
+        send(
+            &stream,
+            &json!({"sh": script, "timeout_ms": timeout_s.saturating_mul(1000)}),
+        )?;
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line)?;
+        serde_json::from_str(&line).map_err(std::io::Error::other)
+    })();
+    let v = match reply {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("vm-exec call: guest {ip} port {port}: {e}");
+            return 125;
+        }
+    };
+    if let Some(e) = v.get("error").and_then(Value::as_str) {
+        eprintln!("vm-exec call: guest {ip}: {e}");
+        return 125;
+    }
+    let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let _ = std::io::stdout().write_all(text("stdout").as_bytes());
+    let _ = std::io::stderr().write_all(text("stderr").as_bytes());
+    if v.get("timed_out").and_then(Value::as_bool) == Some(true) {
+        eprintln!("vm-exec call: guest {ip}: timed out after {timeout_s} s");
+        return 124;
+    }
+    v.get("code")
+        .and_then(Value::as_i64)
+        .and_then(|c| i32::try_from(c).ok())
+        .unwrap_or(137)
 }
