@@ -637,6 +637,9 @@ fn serial_vm_the_systemd_unit_and_the_vagrantfile_pass_their_validators() {
             Command::new("vagrant")
                 .arg("validate")
                 .current_dir(&vagrant_dir)
+                // The file provisioner wants the binary to exist; a clean clone has no static
+                // build, so validate against the workspace's binary.
+                .env("SWARMNET_BINARY", cluster_tests::harness::swarmnet())
                 .env("VAGRANT_DOTFILE_PATH", tmp.join("dot"))
                 .env("VAGRANT_HOME", tmp.join("home"))
                 .env("VAGRANT_CHECKPOINT_DISABLE", "1"),
