@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::cargo;
+use crate::harness::fresh_binary;
 
 /// `swarmnet-cni`: `$SWARMNET_CNI_BIN`, else `target/<profile>/swarmnet-cni`, built first
 /// when missing or older than its sources (`cargo test -p cluster-tests` alone does not
@@ -19,56 +19,9 @@ pub fn swarmnet_cni() -> PathBuf {
         if let Some(p) = std::env::var_os("SWARMNET_CNI_BIN") {
             return PathBuf::from(p);
         }
-        let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-        let bin = profile_dir.join("swarmnet-cni");
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-        let sources = ["cni/src", "proto", "Cargo.lock"]
-            .iter()
-            .filter_map(|d| newest(&root.join(d)))
-            .max();
-        if built.is_none() || sources > built {
-            let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") | None => "dev".to_string(),
-                Some(other) => other.to_string(),
-            };
-            let status = cargo()
-                .current_dir(&root)
-                .env(
-                    "CARGO_TARGET_DIR",
-                    profile_dir.parent().expect("target dir"),
-                )
-                .args([
-                    "build",
-                    "-q",
-                    "-p",
-                    "cni",
-                    "--bin",
-                    "swarmnet-cni",
-                    "--profile",
-                ])
-                .arg(&profile)
-                .status();
-            if !matches!(status, Ok(s) if s.success()) {
-                eprintln!("cargo build of swarmnet-cni: {status:?}; using what is there");
-            }
-        }
-        bin
+        fresh_binary("cni", "swarmnet-cni", &["cni/src", "proto", "Cargo.lock"])
     })
     .clone()
-}
-
-fn newest(path: &std::path::Path) -> Option<std::time::SystemTime> {
-    let m = std::fs::symlink_metadata(path).ok()?;
-    if !m.is_dir() {
-        return m.modified().ok();
-    }
-    std::fs::read_dir(path)
-        .ok()?
-        .flatten()
-        .filter_map(|e| newest(&e.path()))
-        .max()
 }
 
 /// One plugin call: its exit code and stdout (JSON when there is any).

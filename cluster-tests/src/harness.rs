@@ -21,52 +21,53 @@ pub fn swarmnet() -> PathBuf {
         if let Some(p) = std::env::var_os("SWARMNET_BIN") {
             return PathBuf::from(p);
         }
-        // Tests run from target/<profile>/deps/<test>-<hash>.
-        let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-        let bin = profile_dir.join("swarmnet");
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-        let sources = [
-            "agent/src",
-            "overlay/src",
-            "networkdb/src",
-            "proto",
-            "ipvs/src",
-            "Cargo.lock",
-        ]
-        .iter()
-        .filter_map(|d| newest(&root.join(d)))
-        .max();
-        if built.is_none() || sources > built {
-            let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") | None => "dev".to_string(),
-                Some(other) => other.to_string(),
-            };
-            let status = cargo()
-                .current_dir(&root)
-                .env(
-                    "CARGO_TARGET_DIR",
-                    profile_dir.parent().expect("target dir"),
-                )
-                .args([
-                    "build",
-                    "-q",
-                    "-p",
-                    "agent",
-                    "--bin",
-                    "swarmnet",
-                    "--profile",
-                ])
-                .arg(&profile)
-                .status();
-            if !matches!(status, Ok(s) if s.success()) {
-                eprintln!("cargo build of swarmnet: {status:?}; using what is there");
-            }
-        }
+        fresh_binary(
+            "agent",
+            "swarmnet",
+            &[
+                "agent/src",
+                "overlay/src",
+                "networkdb/src",
+                "proto",
+                "ipvs/src",
+                "Cargo.lock",
+            ],
+        );
         testbed::swarmnet_binary().expect("the swarmnet binary")
     })
     .clone()
+}
+
+/// `target/<profile>/<bin>` of the workspace's `package`, built first (with this test's
+/// profile) when missing or older than any file under `sources` (paths from the repository
+/// root). A failed build is reported and what is there is used.
+pub fn fresh_binary(package: &str, bin: &str, sources: &[&str]) -> PathBuf {
+    // Tests run from target/<profile>/deps/<test>-<hash>.
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = profile_dir.join(bin);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let newest_source = sources.iter().filter_map(|d| newest(&root.join(d))).max();
+    if built.is_none() || newest_source > built {
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev".to_string(),
+            Some(other) => other.to_string(),
+        };
+        let status = cargo()
+            .current_dir(&root)
+            .env(
+                "CARGO_TARGET_DIR",
+                profile_dir.parent().expect("target dir"),
+            )
+            .args(["build", "-q", "-p", package, "--bin", bin, "--profile"])
+            .arg(&profile)
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("cargo build of {bin}: {status:?}; using what is there");
+        }
+    }
+    path
 }
 
 /// Newest modification time of a file, or of any file under a directory.

@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 
-use super::Agent;
 use super::views::{EndpointInfo, LocalPart};
+use super::{Agent, sandbox_of};
 use crate::error::{AgentError, Result};
 use crate::records::{self, ENDPOINTS, EndpointRecord, NetworkDef, PEERS, PeerRecord, ServiceDef};
 use crate::spec::{AttachSpec, FieldError, format_mac};
@@ -254,10 +254,7 @@ impl Agent {
             tracing::warn!(network = %def.name, error = %e, "claiming the next block");
         }
         tracing::info!(endpoint = %ep.name, id = %ep.id, network = %def.name, %ip, "attached");
-        let mut info = self.endpoint_info(&ep, def);
-        self.fill_service_names(std::slice::from_mut(&mut info))
-            .await?;
-        Ok(info)
+        self.endpoint_view(&ep, def).await
     }
 
     /// Reconcile now and fail if an operation for `ep` (or its sandbox) failed.
@@ -290,11 +287,7 @@ impl Agent {
     /// attachment, else ALREADY_EXISTS naming the first field that differs.
     async fn same_attach(&self, ep: &LocalEndpoint, spec: &AttachSpec) -> Result<EndpointInfo> {
         let local = self.local();
-        let def = local
-            .networks
-            .get(&ep.network)
-            .cloned()
-            .ok_or_else(|| AgentError::Internal(format!("network {} not held", ep.network)))?;
+        let def = sandbox_of(&local, &ep.network)?;
         let cid = ep.client_id.as_deref().unwrap_or_default();
         let differs = |field: &'static str, has: String, asked: String| {
             Err(AgentError::AlreadyExists(format!(
@@ -346,10 +339,7 @@ impl Agent {
                 spec.service.clone().unwrap_or_else(|| "none".into()),
             );
         }
-        let mut info = self.endpoint_info(ep, &def);
-        self.fill_service_names(std::slice::from_mut(&mut info))
-            .await?;
-        Ok(info)
+        self.endpoint_view(ep, &def).await
     }
 
     /// Detach a local endpoint by id or name. `Ok(false)` when there is none (already
@@ -561,12 +551,17 @@ impl Agent {
                 )));
             }
         };
-        let def = local
-            .networks
-            .get(&ep.network)
-            .cloned()
-            .ok_or_else(|| AgentError::Internal(format!("network {} not held", ep.network)))?;
-        let mut info = self.endpoint_info(&ep, &def);
+        let def = sandbox_of(&local, &ep.network)?;
+        self.endpoint_view(&ep, &def).await
+    }
+
+    /// The view of a local endpoint, with the name of the service it backs.
+    pub(super) async fn endpoint_view(
+        &self,
+        ep: &LocalEndpoint,
+        def: &NetworkDef,
+    ) -> Result<EndpointInfo> {
+        let mut info = self.endpoint_info(ep, def);
         self.fill_service_names(std::slice::from_mut(&mut info))
             .await?;
         Ok(info)

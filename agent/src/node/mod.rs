@@ -113,6 +113,16 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The definition of `net` as this node holds it (its sandbox), or an internal error: a local
+/// endpoint's network is always held.
+fn sandbox_of(local: &LocalState, net: &str) -> Result<NetworkDef> {
+    local
+        .networks
+        .get(net)
+        .cloned()
+        .ok_or_else(|| AgentError::Internal(format!("network {net} not held")))
+}
+
 impl Agent {
     /// An agent over a started networkdb node. Call [`Agent::recover`] next.
     #[allow(clippy::too_many_arguments)] // called once, by the daemon

@@ -13,7 +13,7 @@ use std::time::Duration;
 use networkdb::CLUSTER;
 
 use super::views::{BackendInfo, EndpointInfo, PublishedStatusInfo, ServiceInfo, VipInfo};
-use super::{Agent, now_ms};
+use super::{Agent, now_ms, sandbox_of};
 use crate::error::{AgentError, Result};
 use crate::records::{
     self, EndpointRecord, NetworkDef, Protocol, SERVICES, ServiceDef, ServiceMode, ServicePort,
@@ -467,15 +467,8 @@ impl Agent {
             tracing::info!(endpoint = %ep.name, disabled, "service membership changed");
             self.dirty.notify_one();
         }
-        let def = local
-            .networks
-            .get(&ep.network)
-            .cloned()
-            .ok_or_else(|| AgentError::Internal(format!("network {} not held", ep.network)))?;
-        let mut info = self.endpoint_info(&ep, &def);
-        self.fill_service_names(std::slice::from_mut(&mut info))
-            .await?;
-        Ok(info)
+        let def = sandbox_of(&local, &ep.network)?;
+        self.endpoint_view(&ep, &def).await
     }
 
     /// Fill in the names of the services endpoints back.
